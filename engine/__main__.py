@@ -20,7 +20,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 2
     summary = {
         "tracks": data.n_tracks, "frames": data.n_frames, "image_size": list(data.image_size),
-        "arrays": {k: [list(v.shape), str(v.dtype)] for k, v in data.arrays().items()},
+        "arrays": {k: f"{v.dtype} {tuple(v.shape)}" for k, v in data.arrays().items()},
         "metadata": data.metadata,
     }
     print(json.dumps(summary, indent=2, default=str))

@@ -193,15 +193,23 @@ def _check_metadata(md: Any) -> None:
         raise TrackFileError(f"metadata 'fps' must be > 0, got {md['fps']!r}")
 
 
+def _row_slices(*arrays: np.ndarray) -> Iterator[slice]:
+    """Slices of leading rows, the same for every array, each block about _BLOCK_BYTES in the
+    widest array (memory-bounded scans of arrays that share their first axis)."""
+    n = arrays[0].shape[0] if arrays[0].ndim else 1
+    row = max(max(1, a.nbytes // max(1, a.shape[0] if a.ndim else 1)) for a in arrays)
+    step = max(1, _BLOCK_BYTES // row)
+    for s in range(0, max(n, 1), step):
+        yield slice(s, s + step)
+
+
 def _blocks(a: np.ndarray) -> Iterator[np.ndarray]:
-    """Blocks of rows of ``a`` of about _BLOCK_BYTES each (memory-bounded scans)."""
-    if a.ndim == 0 or a.shape[0] == 0:
+    """Blocks of rows of ``a`` of about _BLOCK_BYTES each."""
+    if a.ndim == 0:
         yield a
         return
-    row = max(1, a.nbytes // max(1, a.shape[0]))
-    step = max(1, _BLOCK_BYTES // row)
-    for s in range(0, a.shape[0], step):
-        yield a[s:s + step]
+    for sl in _row_slices(a):
+        yield a[sl]
 
 
 def validate(data: TrackData) -> None:
@@ -251,8 +259,9 @@ def validate(data: TrackData) -> None:
     for blk in _blocks(arrays["confidence"]):
         if blk.size and (np.isnan(blk).any() or (blk < 0).any() or (blk > 1).any()):
             raise TrackFileError("confidence must lie in [0, 1] (no NaN)")
-    for blk_xy, blk_v in zip(_blocks(arrays["tracks_2d"]), _blocks(arrays["visible"])):
-        if blk_xy.size and not np.isfinite(blk_xy[blk_v]).all():
+    xy, vis = arrays["tracks_2d"], arrays["visible"]
+    for sl in _row_slices(xy, vis):
+        if xy[sl].size and not np.isfinite(xy[sl][vis[sl]]).all():
             raise TrackFileError("tracks_2d has NaN/inf at frames marked visible")
     if "group" in arrays and n and (arrays["group"] < -1).any():
         raise TrackFileError("group ids must be -1 (static) or >= 0")

@@ -176,3 +176,16 @@ def test_cli_validate_and_info(tmp_path):
     r = subprocess.run([sys.executable, "-m", "engine", "validate", str(bad)], capture_output=True,
                        text=True, cwd=str(__import__("engine").__path__[0] + "/.."))
     assert r.returncode == 2 and "invalid:" in r.stderr
+
+
+def test_validation_scans_in_aligned_blocks(monkeypatch):
+    """Arrays of different row widths are scanned block by block with the same rows."""
+    import engine.trackfile as tf
+
+    monkeypatch.setattr(tf, "_BLOCK_BYTES", 64)  # force many small blocks
+    d = make_data(n=50, t=5)
+    validate(d)
+    d.tracks_2d[37, 2] = np.nan
+    d.visible[37, 2] = True
+    with pytest.raises(TrackFileError, match="NaN/inf at frames marked visible"):
+        validate(d)
