@@ -150,6 +150,7 @@ def build(out: Path, platforms: list[str], gpu: bool = False) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     try:
         tmp_out = src.parent / "out"
+        tmp_out.mkdir()
         cmd = [sys.executable, str(blender_ext_script()), "build", "--source-dir", str(src),
                "--output-dir", str(tmp_out), "--split-platforms"]
         print("[build] " + " ".join(cmd[1:3]) + " ...", flush=True)
