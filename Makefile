@@ -48,5 +48,9 @@ bench: setup
 bench-quick: setup
 	$(VENV)/bin/python -m benchmarks.run --suite quick --out bench_out/BENCHMARKS.quick.md
 
+# --- regenerate the bundled sample clip (deterministic) -------------------------------------
+sample: setup
+	bash samples/sample/generate.sh
+
 clean:
 	rm -rf dist demo_out bench_out wheels/*.whl
