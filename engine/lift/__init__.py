@@ -1,0 +1,172 @@
+"""World-centric 3D for every track (the ``lift`` stage).
+
+:func:`lift_tracks` takes solved cameras (world frame) and writes, chunk by chunk so memory stays
+bounded for ~10^5 tracks, ``tracks_3d`` (N, T, 3), ``group`` (N,) and ``reproj_error`` (N,):
+
+- static tracks (reprojecting within ``max(1.5 px, 4 sigma)`` as one fixed point): one triangulated
+  point for all frames, group -1;
+- moving tracks: rigid groups (see :mod:`engine.lift.rigid`), group k >= 0, following the group's
+  motion at every frame, hidden or not;
+- the rest (non-rigid or unexplained motion): one extra group id after the rigid ones (reported as
+  ``"kind": "nonrigid"``) with a smooth path from :mod:`engine.lift.nonrigid`; tracks seen in a
+  single frame cannot be classified and stay group -1 at the depth of their static surroundings.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..solve.camera import project
+
+
+def _static_projector(Xs: np.ndarray, c2w: np.ndarray, K: np.ndarray, image_size):
+    W, H = image_size
+    Xs = Xs[np.isfinite(Xs).all(1)]
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def fn(t: int):
+        if t not in cache:
+            uv, z = project(c2w[t], K[t], Xs)
+            m = (z > 0) & np.isfinite(uv).all(1) & (uv[:, 0] > -0.2 * W) & (uv[:, 0] < 1.2 * W) \
+                & (uv[:, 1] > -0.2 * H) & (uv[:, 1] < 1.2 * H)
+            cache[t] = (uv[m], z[m])
+        return cache[t]
+
+    return fn
+
+
+def reprojection_rms(X3: np.ndarray, xy: np.ndarray, vis: np.ndarray, c2w: np.ndarray,
+                     K: np.ndarray, dist) -> np.ndarray:
+    """Per-track RMS (px) of per-frame world points ``X3`` (n, T, 3) against pixels ``xy``."""
+    n, T = vis.shape
+    sq = np.zeros(n)
+    cnt = np.zeros(n)
+    for t in range(T):
+        m = vis[:, t] & np.isfinite(X3[:, t]).all(1)
+        if not m.any():
+            continue
+        uv, _ = project(c2w[t], K[t], X3[m, t], dist)
+        e = np.sum((uv - xy[m, t]) ** 2, axis=1)
+        e = np.where(np.isfinite(e), e, 1e6)
+        sq[m] += e
+        cnt[m] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, np.sqrt(sq / np.maximum(cnt, 1)), np.nan)
+
+
+def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
+                dist: tuple[float, float, float] | None, mode: str, sigma: float,
+                static_points: np.ndarray, image_size: tuple[int, int], out_tracks_3d,
+                out_group, out_reproj, chunk: int = 4096, max_group_tracks: int = 2000,
+                radius: float = 100.0, progress=None) -> dict:
+    """Fill ``out_*`` (writable arrays, e.g. TrackFileWriter memmaps) for all N tracks.
+
+    ``c2w`` (T, 4, 4) and ``K`` (T, 3, 3) are the solved cameras in the world frame,
+    ``static_points`` (m, 3) world points of the static tracks the solve used (for depth
+    continuity). Returns the lift part of the solve report.
+    """
+    from .nonrigid import lift_nonrigid
+    from .rigid import assign_to_groups, find_groups, group_tracks_3d
+    from .static import lift_static, undistort_tracks
+
+    t0 = time.monotonic()
+    N, T = visible.shape[:2]
+    thr = max(1.5, 4 * sigma)
+    static_fn = _static_projector(static_points, c2w, K, image_size)
+    Xs = static_points[np.isfinite(static_points).all(1)]
+    default_depth = float(np.median(np.linalg.norm(Xs - c2w[0, :3, 3], axis=1))) if len(Xs) else radius
+    dyn: list[np.ndarray] = []
+    single: list[np.ndarray] = []
+    st_err: list[np.ndarray] = []
+    n_chunks = (N + chunk - 1) // chunk
+    stage = progress.stage("lift", total=n_chunks + 2) if progress is not None else None
+    if stage is not None:
+        stage.__enter__()
+    try:
+        for s in range(0, N, chunk):
+            sl = slice(s, min(N, s + chunk))
+            vis = np.asarray(visible[sl]).astype(bool)
+            xy_u = undistort_tracks(np.asarray(tracks_2d[sl]), vis, K, dist)
+            X, rms = lift_static(xy_u, vis, K, c2w, mode, radius)
+            nv = vis.sum(1)
+            static = (rms < thr) & (nv >= 2)
+            out = np.full((sl.stop - s, T, 3), np.nan, np.float32)
+            out[static] = X[static, None, :].astype(np.float32)
+            out_tracks_3d[sl] = out
+            g = np.full(sl.stop - s, -1, np.int32)
+            out_group[sl] = g
+            out_reproj[sl] = np.where(static, rms, np.nan).astype(np.float32)
+            st_err.append(rms[static])
+            dyn.append(s + np.flatnonzero(~static & (nv >= 2)))
+            single.append(s + np.flatnonzero(nv < 2))
+            if stage is not None:
+                stage.advance()
+        dyn_ids = np.concatenate(dyn) if dyn else np.zeros(0, int)
+        single_ids = np.concatenate(single) if single else np.zeros(0, int)
+        groups = []
+        if len(dyn_ids) >= 20 and mode != "tripod":
+            nv = np.asarray(visible[dyn_ids]).sum(1)
+            sub = dyn_ids[np.sort(np.argsort(-nv, kind="stable")[:max_group_tracks])]
+            vis_s = np.asarray(visible[sub]).astype(bool)
+            xy_s = undistort_tracks(np.asarray(tracks_2d[sub]), vis_s, K, dist)
+            groups, _ = find_groups(xy_s, vis_s, K, c2w, sigma, static_fn, progress=progress)
+        if stage is not None:
+            stage.advance()
+        n_rigid = len(groups)
+        nonrigid_id = n_rigid
+        dyn_err, n_nonrigid = [], 0
+        n_in_group = np.zeros(n_rigid, int)
+        for s in range(0, len(dyn_ids), chunk):
+            ids = dyn_ids[s:s + chunk]
+            vis = np.asarray(visible[ids]).astype(bool)
+            xy = np.asarray(tracks_2d[ids])
+            xy_u = undistort_tracks(xy, vis, K, dist)
+            if groups:
+                lab, Xo, _ = assign_to_groups(xy_u, vis, K, groups, sigma)
+            else:
+                lab, Xo = -np.ones(len(ids), int), None
+            X3 = np.full((len(ids), T, 3), np.nan)
+            for gi, g in enumerate(groups):
+                m = lab == gi
+                if m.any():
+                    X3[m] = group_tracks_3d(Xo[m], g.obj_to_world)
+                    n_in_group[gi] += int(m.sum())
+            nr = lab < 0
+            if nr.any():
+                X3[nr] = lift_nonrigid(xy_u[nr], vis[nr], K, c2w, static_fn, default_depth)
+                n_nonrigid += int(nr.sum())
+            lab = np.where(nr, nonrigid_id, lab)
+            err = reprojection_rms(X3, np.nan_to_num(xy.astype(np.float64)), vis, c2w, K, dist)
+            order = np.argsort(ids)
+            out_tracks_3d[ids[order]] = X3[order].astype(np.float32)
+            out_group[ids[order]] = lab[order].astype(np.int32)
+            out_reproj[ids[order]] = err[order].astype(np.float32)
+            dyn_err.append(err[~nr])
+        if len(single_ids):
+            vis = np.asarray(visible[single_ids]).astype(bool)
+            xy_u = undistort_tracks(np.asarray(tracks_2d[single_ids]), vis, K, dist)
+            X3 = lift_nonrigid(xy_u, vis, K, c2w, static_fn, default_depth)
+            out_tracks_3d[single_ids] = X3.astype(np.float32)
+        if stage is not None:
+            stage.advance()
+    finally:
+        if stage is not None:
+            stage.__exit__(None, None, None)
+    st_err = np.concatenate(st_err) if st_err else np.zeros(0)
+    dyn_err = np.concatenate(dyn_err) if dyn_err else np.zeros(0)
+    rep = {
+        "n_static_tracks": int(len(st_err)), "n_dynamic_tracks": int(len(dyn_ids)),
+        "n_unclassified_single_frame": int(len(single_ids)),
+        "static_reproj_median_px": round(float(np.median(st_err)), 4) if len(st_err) else None,
+        "rigid_reproj_median_px": round(float(np.nanmedian(dyn_err)), 4) if len(dyn_err) else None,
+        "groups": [{"id": i, "kind": "rigid", "n_tracks": int(n_in_group[i]),
+                    "scale": round(g.scale, 6), "scale_rule": g.scale_note,
+                    "frames_seen": int(g.registered.sum())} for i, g in enumerate(groups)],
+        "static_threshold_px": round(thr, 3),
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    if n_nonrigid:
+        rep["groups"].append({"id": nonrigid_id, "kind": "nonrigid", "n_tracks": n_nonrigid,
+                              "rule": "depth of surrounding static surface, smoothed"})
+    return rep

@@ -1,0 +1,77 @@
+"""``python -m engine solve``: camera solve and world-centric 3D for a track file."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    """Add the ``solve`` subcommand to ``python -m engine``'s subparsers."""
+    p = subparsers.add_parser(
+        "solve", help="solve the camera (path, focal, distortion) and lift every track to 3D",
+        description="Solve camera path and lens from a track file and write world-centric 3D "
+                    "for every track (static points, rigid moving groups, non-rigid paths).")
+    p.add_argument("tracks", help="input track file (.npz) from `python -m engine track`")
+    p.add_argument("--out", required=True, help="output track file (may equal the input)")
+    lens = p.add_mutually_exclusive_group()
+    lens.add_argument("--focal", type=float, metavar="PX", help="known focal length in pixels")
+    lens.add_argument("--focal-mm", type=float, metavar="MM",
+                      help="known focal length in millimetres (needs --sensor-width)")
+    p.add_argument("--sensor-width", type=float, metavar="MM", help="sensor width in millimetres")
+    p.add_argument("--zoom", action="store_true", help="the focal length changes (solve per frame)")
+    p.add_argument("--distortion", choices=["none", "k1", "k1k2"], default="none",
+                   help="radial lens distortion to solve (Blender polynomial model)")
+    p.add_argument("--progress", choices=["auto", "bar", "lines", "quiet"], default="auto")
+    p.add_argument("--report", metavar="JSON", help="also write the solve report to this file")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..progress import Cancelled, Progress
+    from ..trackfile import TrackFileError, load_trackfile
+    from . import focal_px_from_mm, solve_trackfile
+    from .pipeline import SolveError
+
+    focal = args.focal
+    if args.focal_mm is not None or args.sensor_width is not None:
+        if args.focal_mm is None or args.sensor_width is None:
+            print("error: --focal-mm and --sensor-width go together", file=sys.stderr)
+            return 2
+        try:
+            w = load_trackfile(args.tracks, check=False).image_size[0]
+            focal = focal_px_from_mm(args.focal_mm, args.sensor_width, w)
+        except (TrackFileError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if focal is not None and focal <= 0:
+        print("error: --focal must be positive", file=sys.stderr)
+        return 2
+    progress = Progress(args.progress)
+    try:
+        report = solve_trackfile(args.tracks, args.out, focal=focal, zoom=args.zoom,
+                                 distortion=args.distortion, progress=progress)
+    except TrackFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except SolveError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if args.report:
+            with open(args.report, "w") as fh:
+                json.dump(e.report, fh, indent=2, default=str)
+        return 3
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    if args.report:
+        with open(args.report, "w") as fh:
+            json.dump(report, fh, indent=2)
+    lift = report.get("lift", {})
+    print(f"solved {args.out}: {report['mode']} shot, focal {report['focal_px']:.1f} px"
+          f"{' (zoom)' if report.get('zoom') else ''}, reprojection median "
+          f"{report['reproj_median_px']:.3f} px, {lift.get('n_static_tracks', 0)} static / "
+          f"{lift.get('n_dynamic_tracks', 0)} moving tracks, "
+          f"{sum(1 for g in lift.get('groups', []) if g['kind'] == 'rigid')} rigid group(s)")
+    for wmsg in report.get("warnings", []):
+        print(f"warning: {wmsg}", file=sys.stderr)
+    return 0

@@ -1,0 +1,405 @@
+"""The camera solve on numpy arrays: track selection, background segmentation, model selection
+(tripod vs general motion), focal self-calibration, reconstruction and the solve report.
+
+Entry point: :func:`solve_cameras`. Cameras come back as ``cam_to_world`` (T, 4, 4) in OpenCV
+axes and ``K`` (T, 3, 3) in pixels, in the *solver's* frame (first reconstructed camera at the
+origin); :mod:`engine.lift.world` then chooses the documented world frame.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .camera import pose_to_c2w
+from .incremental import SolveFailure, solve_general
+from .models import estimate_noise, focal_from_fundamentals, focals_varying, gric_pair
+from .rotation import SPHERE_RADIUS, solve_rotation
+from .segment import frame_pairs, multibody_labels, rigid_bodies, static_belief
+from .select import select_keyframes, select_tracks
+
+MIN_FRAMES = 2
+DIST_MODELS = {"none": 0, "k1": 1, "k1k2": 2}
+
+
+class SolveError(RuntimeError):
+    """The shot cannot be solved. ``str(e)`` says why; ``e.report`` holds the partial report."""
+
+    def __init__(self, message: str, report: dict | None = None):
+        super().__init__(message)
+        self.report = report or {}
+
+
+@dataclass
+class CameraSolution:
+    """Result of :func:`solve_cameras` (solver frame, before the world frame is chosen)."""
+
+    cam_to_world: np.ndarray            # (T, 4, 4) OpenCV camera axes
+    K: np.ndarray                       # (T, 3, 3) px
+    dist: tuple[float, float, float]    # Blender polynomial k1, k2, k3 (k3 always 0)
+    mode: str                           # "general" | "tripod"
+    sample_ids: np.ndarray              # (n,) indices of the tracks the solve used
+    sample_static: np.ndarray           # (n,) bool: judged static background
+    sample_points: np.ndarray           # (n, 3) solver-frame points (NaN if not reconstructed)
+    sigma: float                        # estimated 2D noise, px
+    report: dict = field(default_factory=dict)
+
+
+def _gather(arr, ids):
+    return np.asarray(arr[np.sort(ids)]) if len(ids) else np.asarray(arr[:0])
+
+
+def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.ndarray | None,
+                  image_size: tuple[int, int], *, focal: float | None = None,
+                  principal_point: tuple[float, float] | None = None, zoom: bool = False,
+                  distortion: str = "none", max_tracks: int = 1500,
+                  progress=None) -> CameraSolution:
+    """Solve the camera path and lens from 2D tracks.
+
+    ``tracks_2d`` (N, T, 2) px (OpenCV), ``visible`` (N, T), ``confidence`` (N, T) or None; may be
+    memory maps. ``focal`` in px when known (else self-calibrated). ``zoom``: one focal per frame.
+    ``distortion``: ``"none"``, ``"k1"`` or ``"k1k2"``. Raises :class:`SolveError` with a
+    user-facing reason when the shot cannot be solved.
+    """
+    t_start = time.monotonic()
+    timings: dict[str, float] = {}
+    stage = progress.stage("solve", total=4) if progress is not None else None
+    if stage is not None:
+        stage.__enter__()
+
+    def step():
+        if stage is not None:
+            stage.advance()
+    warnings: list[str] = []
+    W, H = image_size
+    N, T = visible.shape[:2]
+    cx, cy = principal_point if principal_point is not None else ((W - 1) / 2, (H - 1) / 2)
+    if distortion not in DIST_MODELS:
+        raise ValueError(f"distortion must be one of {sorted(DIST_MODELS)}, got {distortion!r}")
+    n_dist = DIST_MODELS[distortion]
+    report: dict = {"ok": False, "n_frames": int(T), "n_tracks": int(N),
+                    "image_size": [int(W), int(H)], "zoom_requested": bool(zoom),
+                    "focal_given": focal is not None, "distortion_model": distortion,
+                    "warnings": warnings, "timings": timings}
+
+    def fail(msg: str):
+        report["reason"] = msg
+        report["timings"]["total"] = time.monotonic() - t_start
+        raise SolveError(f"cannot solve the camera: {msg}", report)
+
+    if T < MIN_FRAMES:
+        fail(f"the clip has {T} frame(s); at least {MIN_FRAMES} are needed (8 or more recommended)")
+    if T < 8:
+        warnings.append(f"short clip ({T} frames): results may be unreliable")
+
+    # ---- 1. subsample tracks
+    t0 = time.monotonic()
+    ids = select_tracks(tracks_2d, visible, confidence, image_size, max_tracks=max_tracks)
+    report["n_tracks_used"] = int(len(ids))
+    if len(ids) < 20:
+        fail(f"only {len(ids)} tracks are long enough (>= 3 frames) to solve from; need >= 20")
+    xy = np.nan_to_num(_gather(tracks_2d, ids).astype(np.float64))
+    vis = _gather(visible, ids).astype(bool)
+    timings["select"] = time.monotonic() - t0
+    step()
+
+    # ---- 2. noise level and static background
+    t0 = time.monotonic()
+    short_pairs = [(t, t + 1) for t in np.linspace(0, T - 2, min(T - 1, 8)).round().astype(int)]
+    sigma = estimate_noise(xy, vis, short_pairs) if T > 1 else 1.0
+    sigma = max(sigma, 0.2)
+    report["noise_sigma_px"] = round(sigma, 3)
+    pairs = frame_pairs(T, vis)
+    if not pairs:
+        fail("no two frames share 20 or more tracks: tracks are too short or too sparse")
+    bodies = rigid_bodies(xy, vis, thresh=max(1.0, 3 * sigma))
+    static = bodies == 0
+    report["segmentation"] = "rigid-body preference clustering"
+    if static.sum() < 15:
+        # too few tracks for clustering: per-pair vote (assumes the background dominates overall)
+        labels = multibody_labels(xy, vis, pairs, thresh=max(1.0, 3 * sigma))
+        belief = static_belief(labels, vis, pair_weights=[b - a for a, b in pairs])
+        static = np.nan_to_num(belief, nan=0.0) >= 0.7
+        report["segmentation"] = "per-pair epipolar vote"
+    report["n_rigid_bodies_in_sample"] = int(bodies.max() + 1)
+    report["n_static_candidates"] = int(static.sum())
+    timings["segment"] = time.monotonic() - t0
+    if static.sum() < 15:
+        fail(f"could not find a consistent static background: only {int(static.sum())} tracks "
+             "move together with the camera (the shot may be dominated by moving objects)")
+
+    step()
+    xs, vs = xy[static], vis[static]
+    # ---- 3. model selection: rotation only (tripod) vs general motion
+    t0 = time.monotonic()
+    wide = [p for p in pairs if p[1] - p[0] >= max(1, (T - 1) // 4)][:12] or pairs[:6]
+    n_h = n_f = 0
+    Fs = []
+    for a, b in wide:
+        m = vs[:, a] & vs[:, b]
+        g = gric_pair(xs[m, a], xs[m, b], sigma)
+        if g is None:
+            continue
+        if g["gric_h"] < g["gric_f"]:
+            n_h += 1
+        else:
+            n_f += 1
+            Fs.append(g["F"])
+    report["gric"] = {"pairs_homography": n_h, "pairs_general": n_f}
+    tripod_candidate = n_h > n_f
+    timings["model_selection"] = time.monotonic() - t0
+    step()
+
+    result = None
+    mode = None
+    # ---- 4a. general motion
+    if not tripod_candidate:
+        t0 = time.monotonic()
+        if focal is None:
+            f_init, sharp = (focal_from_fundamentals(Fs, cx, cy, float(max(W, H))) if Fs
+                             else (1.2 * max(W, H), 1.0))
+            report["focal_init_px"] = round(f_init, 2)
+            report["focal_init_sharpness"] = round(sharp, 3)
+            if sharp < 3.0 and not zoom:
+                warnings.append("the camera motion constrains the focal length weakly (little "
+                                "rotation or mostly forward motion): give --focal if you know it")
+        else:
+            f_init = float(focal)
+        kfs = select_keyframes(xs, vs, image_size)
+        try:
+            if zoom and focal is None:
+                result = _solve_zoom(xs, vs, image_size, cx, cy, n_dist, kfs, sigma, progress,
+                                     report)
+            else:
+                result = solve_general(xs, vs, image_size, cx, cy, f_init, focal is None, zoom,
+                                       n_dist, kfs, sigma=sigma, progress=progress)
+            mode = "general"
+            # refine: every sample track consistent with the solved cameras joins the static
+            # set (segmentation is conservative with short tracks); solve again if that helps
+            grown = _consistent_tracks(xy, vis, result, cx, cy, sigma)
+            if (grown.sum() > 1.15 * static.sum() and not zoom) or not result["registered"].all():
+                g_static = grown | static
+                try:
+                    r2 = solve_general(xy[g_static], vis[g_static], image_size, cx, cy,
+                                       float(np.median(result["focals"])), focal is None, zoom,
+                                       n_dist, select_keyframes(xy[g_static], vis[g_static],
+                                                                image_size),
+                                       sigma=sigma, progress=progress,
+                                       focals_init=result["focals"].copy() if zoom else None)
+                    if r2["registered"].sum() >= result["registered"].sum() and \
+                            r2["median"] <= 1.2 * result["median"]:
+                        result, static = r2, g_static
+                        xs, vs = xy[static], vis[static]
+                        report["static_grown_to"] = int(static.sum())
+                except SolveFailure:
+                    pass
+            # zoom auto-detection: residuals well above the noise floor with one focal, and a
+            # per-frame focal explains the shot clearly better -> the lens zoomed
+            floor = 1.18 * sigma    # median norm of 2D Gaussian noise
+            if not zoom and focal is None and result["median"] > 1.25 * floor:
+                try:
+                    rz = _solve_zoom(xs, vs, image_size, cx, cy, n_dist,
+                                     select_keyframes(xs, vs, image_size), sigma, progress, {})
+                    if rz["median"] < 0.85 * result["median"] and np.ptp(np.log(rz["focals"])) > 0.03:
+                        result = rz
+                        report["zoom_detected"] = True
+                        warnings.append("focal length changes during the shot: solved as a zoom")
+                except SolveFailure:
+                    pass
+        except SolveFailure as e:
+            warnings.append(f"general-motion solve failed ({e}); trying a nodal (tripod) solve")
+            tripod_candidate = True
+        timings["general"] = time.monotonic() - t0
+    # ---- 4b. rotation only
+    if tripod_candidate:
+        t0 = time.monotonic()
+        try:
+            rot = solve_rotation(xs, vs, image_size, cx, cy, focal, zoom, n_dist, sigma)
+            if not zoom and focal is None:
+                # zoom auto-detection: a per-frame focal must explain the shot clearly better
+                rz = solve_rotation(xs, vs, image_size, cx, cy, None, True, n_dist, sigma)
+                spread = np.ptp(np.log(rz["focals"]))
+                if rz["median"] < 0.8 * rot["median"] and spread > 0.03:
+                    rot = rz
+                    report["zoom_detected"] = True
+                    warnings.append("focal length changes during the shot: solved as a zoom")
+        except RuntimeError as e:
+            fail(f"neither a moving-camera nor a tripod solve is possible ({e})")
+        ok_rot = rot["median"] < max(1.0, 3 * sigma)
+        if mode is None or (ok_rot and rot["median"] <= result["median"] * 1.2):
+            if not ok_rot and mode is None:
+                fail("the camera neither rotates about a fixed point (tripod fit error "
+                     f"{rot['median']:.2f} px) nor has enough parallax for a moving-camera solve")
+            mode = "tripod"
+            result = rot
+        timings["tripod"] = time.monotonic() - t0
+
+    # ---- 5. package
+    if mode == "tripod":
+        c2w = pose_to_c2w(result["rvecs"], np.zeros((T, 3)))
+        focals = result["focals"]
+        pts = result["dirs"] * SPHERE_RADIUS
+        report["sphere_radius"] = SPHERE_RADIUS
+        warnings.append("tripod (nodal) shot: the camera only rotates; scene points are placed on "
+                        f"a sphere of radius {SPHERE_RADIUS:g} around it (no depth is observable)")
+    else:
+        reg = result["registered"]
+        c2w = pose_to_c2w(result["rvecs"], result["ts"])
+        focals = result["focals"]
+        if not reg.all():
+            bad = np.flatnonzero(~reg)
+            c2w = _fill_unregistered(c2w, reg)
+            regs = np.flatnonzero(reg)
+            focals = focals.copy()
+            focals[bad] = np.interp(bad, regs, focals[regs])
+            warnings.append(f"{len(bad)} frame(s) could not be registered and were interpolated: "
+                            f"{bad[:10].tolist()}{'...' if len(bad) > 10 else ''}")
+            report["unregistered_frames"] = bad.tolist()
+        pts = result["points"]
+        report["keyframes"] = result["keyframes"]
+        report["init_pair"] = result["init_pair"]
+    K = np.zeros((T, 3, 3))
+    K[:, 0, 0] = K[:, 1, 1] = focals
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = cx, cy, 1
+    dist = (float(result["dist"][0]), float(result["dist"][1]), 0.0)
+    sample_static = np.zeros(len(ids), bool)
+    sample_points = np.full((len(ids), 3), np.nan)
+    st_idx = np.flatnonzero(static)
+    sample_points[st_idx] = pts
+    sample_static[st_idx] = np.isfinite(pts).all(1)
+    zoom_out = bool(zoom or report.get("zoom_detected", False))
+    report.update({
+        "ok": True, "mode": mode, "zoom": zoom_out,
+        "focal_px": round(float(np.median(focals)), 3),
+        "focal_source": "given" if focal is not None else "self-calibrated",
+        "reproj_median_px": round(result["median"], 4), "reproj_rms_px": round(result["rms"], 4),
+        "n_static_used": int(sample_static.sum()),
+    })
+    if zoom_out:
+        report["focal_per_frame_px"] = [round(float(f), 3) for f in focals]
+    if n_dist:
+        report["distortion"] = {"model": "polynomial", "k1": dist[0], "k2": dist[1], "k3": 0.0}
+    if static.mean() < 0.5:
+        warnings.append(f"only {static.mean():.0%} of the solve tracks behave as static "
+                        "background; the rest was treated as moving or unreliable")
+    if result["median"] > max(1.0, 3 * sigma):
+        warnings.append(f"high reprojection error ({result['median']:.2f} px median): check the "
+                        "tracks, lens distortion or rolling shutter")
+    timings["total"] = time.monotonic() - t_start
+    if stage is not None:
+        stage.__exit__(None, None, None)
+    return CameraSolution(c2w, K, dist, mode, ids, sample_static, sample_points, sigma, report)
+
+
+ZOOM_STARTS = (0.6, 1.0, 1.6, 2.5)
+
+
+def _solve_zoom(xs, vs, image_size, cx, cy, n_dist, kfs, sigma, progress, report) -> dict:
+    """Moving camera with per-frame focal. The focal/dolly valley is flat and has local minima, so
+    several base focals (``ZOOM_STARTS`` x the Mendonca-Cipolla guess, relative focals from the
+    image scale change) are solved loosely, the one with the lowest reprojection error wins, and
+    it is refined tightly from its own focals."""
+    W, H = image_size
+    f_frames = _zoom_focal_init(xs, vs, cx, cy, float(max(W, H)), sigma)
+    report["focal_init_per_frame_px"] = [round(float(f), 2) for f in f_frames]
+    best = None
+    tried = []
+    for m in ZOOM_STARTS:
+        try:
+            r = solve_general(xs, vs, image_size, cx, cy, float(np.median(f_frames)) * m, True,
+                              True, n_dist, kfs, sigma=sigma, progress=progress,
+                              focals_init=f_frames * m, tight=False)
+        except SolveFailure:
+            continue
+        tried.append([m, round(r["median"], 4)])
+        if best is None or r["median"] < best["median"]:
+            best = r
+    report["zoom_starts"] = tried
+    if best is None:
+        raise SolveFailure("no starting focal gave a zoom reconstruction")
+    try:
+        r = solve_general(xs, vs, image_size, cx, cy, float(np.median(best["focals"])), True, True,
+                          n_dist, kfs, sigma=sigma, progress=progress,
+                          focals_init=best["focals"].copy(), tight=True)
+        if r["median"] <= best["median"] * 1.02:
+            best = r
+    except SolveFailure:
+        pass
+    return best
+
+
+def _zoom_focal_init(xs, vs, cx, cy, size, sigma) -> np.ndarray:
+    """Per-frame focal guesses for a zoom: relative focals from the image scale change between
+    consecutive frames (a similarity fit about the principal point: zoom dominates it, a dolly
+    adds some and the bundle adjustment sorts that out), base focal from fundamental matrices."""
+    import cv2
+
+    from .segment import find_fundamental
+
+    T = vs.shape[1]
+    ratios = np.ones(T)
+    for t in range(1, T):
+        m = vs[:, t - 1] & vs[:, t]
+        s = 1.0
+        if m.sum() >= 10:
+            A, _ = cv2.estimateAffinePartial2D((xs[m, t - 1] - [cx, cy]).astype(np.float32),
+                                               (xs[m, t] - [cx, cy]).astype(np.float32),
+                                               method=cv2.RANSAC, ransacReprojThreshold=2.0)
+            if A is not None:
+                s = float(np.hypot(A[0, 0], A[1, 0]))
+        ratios[t] = ratios[t - 1] * s
+    pair_Fs = []
+    for g in (4, 8, 16):
+        for a in range(0, T - g, max(2, g)):
+            m = vs[:, a] & vs[:, a + g]
+            if m.sum() < 30:
+                continue
+            F, _ = find_fundamental(xs[m, a], xs[m, a + g], max(1.0, 3 * sigma))
+            if F is not None:
+                pair_Fs.append((a, a + g, F))
+    if not pair_Fs:
+        return 1.2 * size * ratios
+    return focals_varying(pair_Fs, ratios, cx, cy, size)
+
+
+def _consistent_tracks(xy, vis, result, cx, cy, sigma) -> np.ndarray:
+    """Sample tracks that reproject as one static point through the solved cameras."""
+    from .triangulate import refine_points, reprojection_errors, triangulate_rays
+
+    reg = result["registered"]
+    c2w = pose_to_c2w(result["rvecs"], result["ts"])[reg]
+    K = np.zeros((int(reg.sum()), 3, 3))
+    K[:, 0, 0] = K[:, 1, 1] = result["focals"][reg]
+    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = cx, cy, 1
+    v = vis[:, reg]
+    p = xy[:, reg]
+    if np.any(result["dist"]):
+        from .camera import undistort_points
+
+        p = p.copy()
+        for k in range(p.shape[1]):
+            p[:, k] = undistort_points(p[:, k], K[k], (result["dist"][0], result["dist"][1], 0.0))
+    X, ang = triangulate_rays(p, v, K, c2w)
+    X = refine_points(X, p, v, K, c2w)
+    _, rms = reprojection_errors(X, p, v, K, c2w)
+    return (rms < max(1.5, 4 * sigma)) & (v.sum(1) >= 3) & (ang >= 0.5)
+
+
+def _fill_unregistered(c2w: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Interpolate poses of unregistered frames (slerp / lerp; held at the ends)."""
+    from scipy.spatial.transform import Rotation, Slerp
+
+    regs = np.flatnonzero(reg)
+    T = len(c2w)
+    out = c2w.copy()
+    if len(regs) == 1:
+        out[:] = c2w[regs[0]]
+        return out
+    tq = np.clip(np.arange(T), regs[0], regs[-1])
+    sl = Slerp(regs, Rotation.from_matrix(c2w[regs, :3, :3]))
+    out[:, :3, :3] = sl(tq).as_matrix()
+    for k in range(3):
+        out[:, k, 3] = np.interp(tq, regs, c2w[regs, k, 3])
+    out[:, 3] = [0, 0, 0, 1]
+    return out
