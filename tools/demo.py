@@ -57,7 +57,7 @@ def score(result, gt, n_gt: int) -> dict:
     out["2d"] = {k: round(float(m2d[k]), 4) for k in
                  ("average_jaccard", "average_pts_within_thresh", "occlusion_accuracy")}
     rep = result.metadata.get("solve", {})
-    reproj = float(rep.get("reproj_error_px", rep.get("mean_reproj_error_px", float("nan"))))
+    reproj = float(rep.get("reproj_median_px", float("nan")))
     cam = M.camera_metrics(np.asarray(result.cam_to_world, np.float64),
                            np.asarray(gt.cam_to_world, np.float64),
                            np.asarray(result.K, np.float64), np.asarray(gt.K, np.float64),

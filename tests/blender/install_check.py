@@ -76,6 +76,13 @@ def main() -> None:
         check("CPUExecutionProvider" in providers, f"no CPU provider: {providers}")
         result["providers"] = providers
         result["provider_message"] = message
+    # A real ONNX Runtime session on the shipped graphs, inside Blender, with the bundled wheel.
+    ops = importlib.import_module(f"{mod_name}.engine.match.ops")
+    kernels = ops.Kernels(device="auto")
+    gray = numpy.random.default_rng(0).random((48, 64)).astype(numpy.float32)
+    feats = numpy.asarray(kernels.features(gray))
+    check(feats.size > 0 and numpy.isfinite(feats).all(), "feature kernel gave no finite output")
+    result["feature_shape"] = list(feats.shape)
     result["engine_version"] = engine.__version__
 
     # Disable, then uninstall: everything goes away cleanly.
