@@ -1,0 +1,291 @@
+"""Streaming footage reader: video files and image sequences, at an optional working resolution.
+
+Frames are yielded one at a time as ``uint8`` RGB arrays ``(h, w, 3)`` at the *working*
+resolution (the input downscaled so that its longer side is at most ``max_side``); nothing keeps
+more than one decoded frame in memory, so long and 4K clips stay bounded.
+
+Sources:
+- video files (anything OpenCV's FFmpeg backend opens: mp4, mov, avi, mkv, ...);
+- image sequences (png, jpg/jpeg, tif/tiff, exr): a folder of numbered images, a printf pattern
+  (``frame_%04d.png``) or a Blender ``#`` pattern (``frame_####.png``).
+
+Frame numbers: for a sequence, the number in each file name; for a video, 0-based frame index.
+``frames=(first, last)`` selects an inclusive range of those numbers (either may be ``None``).
+
+Pixel convention: OpenCV (x right, y down, centre of the top-left pixel is (0, 0)). The working
+resolution maps to the input resolution by ``x_in = (x_work + 0.5) / scale - 0.5`` with
+``scale = w / W`` (see :meth:`Footage.to_input_pixels`).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
+VIDEO_EXTS = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".mxf")
+
+
+class DecodeError(ValueError):
+    """The footage is missing, unreadable, unsupported or inconsistent."""
+
+
+def _cv2():
+    # EXR support in OpenCV is opt-in through this variable, read when cv2 is first imported.
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    import cv2
+
+    return cv2
+
+
+@dataclass
+class Footage:
+    """An opened clip. Cheap to create; frames are decoded lazily by :meth:`frames`."""
+
+    path: Path
+    kind: str                       # "video" or "sequence"
+    input_size: tuple[int, int]     # (W, H) of the source frames, pixels
+    work_size: tuple[int, int]      # (w, h) of the frames yielded, pixels
+    frame_numbers: list[int]        # source frame numbers in the selected range (video: indices)
+    fps: float
+    files: list[Path] | None = None  # sequence only, aligned with frame_numbers
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frame_numbers)
+
+    @property
+    def frame_range(self) -> tuple[int, int]:
+        """Inclusive (first, last) source frame numbers."""
+        return self.frame_numbers[0], self.frame_numbers[-1]
+
+    @property
+    def scale(self) -> float:
+        """Working / input size ratio (<= 1)."""
+        return self.work_size[0] / self.input_size[0]
+
+    def to_input_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """Map working-resolution pixel coordinates (..., 2) to input-resolution ones."""
+        sx = self.input_size[0] / self.work_size[0]
+        sy = self.input_size[1] / self.work_size[1]
+        out = np.asarray(xy, dtype=np.float32).copy()
+        out[..., 0] = (out[..., 0] + 0.5) * sx - 0.5
+        out[..., 1] = (out[..., 1] + 0.5) * sy - 0.5
+        return out
+
+    def to_work_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_input_pixels`."""
+        sx = self.work_size[0] / self.input_size[0]
+        sy = self.work_size[1] / self.input_size[1]
+        out = np.asarray(xy, dtype=np.float32).copy()
+        out[..., 0] = (out[..., 0] + 0.5) * sx - 0.5
+        out[..., 1] = (out[..., 1] + 0.5) * sy - 0.5
+        return out
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Yield each selected frame as uint8 RGB (h, w, 3) at the working resolution."""
+        if self.kind == "video":
+            yield from self._video_frames()
+        else:
+            for f in self.files or []:
+                yield self._resize(_read_image(f, self.input_size))
+
+    # ------------------------------------------------------------------ internals
+    def _resize(self, rgb: np.ndarray) -> np.ndarray:
+        if (rgb.shape[1], rgb.shape[0]) == self.work_size:
+            return rgb
+        cv2 = _cv2()
+        return cv2.resize(rgb, self.work_size, interpolation=cv2.INTER_AREA)
+
+    def _video_frames(self) -> Iterator[np.ndarray]:
+        cv2 = _cv2()
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise DecodeError(f"cannot open video {self.path}")
+        try:
+            first, last = self.frame_range
+            idx = 0
+            if first > 0:
+                # Seeking is unreliable on some codecs; grab() forward instead (no decode cost).
+                while idx < first:
+                    if not cap.grab():
+                        raise DecodeError(f"{self.path}: video ended before frame {first}")
+                    idx += 1
+            while idx <= last:
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    raise DecodeError(f"{self.path}: could not decode frame {idx} (corrupt or "
+                                      "truncated video)")
+                if (bgr.shape[1], bgr.shape[0]) != self.input_size:
+                    raise DecodeError(f"{self.path}: frame {idx} is {bgr.shape[1]}x{bgr.shape[0]}, "
+                                      f"expected {self.input_size[0]}x{self.input_size[1]}")
+                yield self._resize(cv2.cvtColor(_to_uint8(bgr), cv2.COLOR_BGR2RGB))
+                idx += 1
+        finally:
+            cap.release()
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
+    # float (EXR, linear): clip to [0, 1] and apply a display gamma so matching sees contrast.
+    f = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    return (np.clip(f, 0.0, 1.0) ** (1 / 2.2) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _read_image(path: Path, expect_size: tuple[int, int] | None) -> np.ndarray:
+    cv2 = _cv2()
+    if not path.is_file():
+        raise DecodeError(f"image not found: {path}")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DecodeError(f"cannot read image {path} (corrupt or unsupported format)")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    img = _to_uint8(img[:, :, :3])
+    if expect_size is not None and (img.shape[1], img.shape[0]) != tuple(expect_size):
+        raise DecodeError(f"{path} is {img.shape[1]}x{img.shape[0]} but the sequence's first "
+                          f"frame is {expect_size[0]}x{expect_size[1]}: frames of different sizes")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def work_size_for(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """Working (w, h) for an input (W, H) so that max(w, h) <= max_side (aspect preserved)."""
+    w, h = size
+    if not max_side or max(w, h) <= max_side:
+        return int(w), int(h)
+    s = max_side / max(w, h)
+    return max(1, int(round(w * s))), max(1, int(round(h * s)))
+
+
+# ----------------------------------------------------------------------------- sequences
+_PRINTF = re.compile(r"%0?(\d*)d")
+_HASHES = re.compile(r"#+")
+
+
+def _pattern_regex(name: str) -> tuple[re.Pattern, str] | None:
+    """Regex matching file names of a printf/# pattern; None if ``name`` is not a pattern."""
+    m = _PRINTF.search(name) or _HASHES.search(name)
+    if not m:
+        return None
+    if m.group(0).startswith("%"):
+        width = int(m.group(1)) if m.group(1) else 0
+    else:
+        width = len(m.group(0))
+    # Blender pads to the width but allows longer numbers; printf %04d does too.
+    num = r"(-?\d{%d,})" % max(1, width) if width else r"(-?\d+)"
+    rx = re.escape(name[:m.start()]) + num + re.escape(name[m.end():]) + "$"
+    return re.compile(rx), m.group(0)
+
+
+def _list_sequence(path: Path) -> list[tuple[int, Path]]:
+    if path.is_dir():
+        items = []
+        for f in path.iterdir():
+            if f.suffix.lower() in IMAGE_EXTS and f.is_file():
+                m = re.search(r"(\d+)(?=\D*$)", f.stem)
+                if m:
+                    items.append((int(m.group(1)), f))
+        if not items:
+            raise DecodeError(f"folder {path} holds no numbered images ({', '.join(IMAGE_EXTS)})")
+        nums = [n for n, _ in items]
+        if len(set(nums)) != len(nums):
+            raise DecodeError(f"folder {path} holds several image sequences (repeated frame "
+                              "numbers); pass a pattern such as frame_####.png")
+        return sorted(items)
+    pat = _pattern_regex(path.name)
+    if pat is None:
+        raise DecodeError(f"not found: {path}")
+    rx, _ = pat
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise DecodeError(f"folder not found: {folder}")
+    items = []
+    for f in folder.iterdir():
+        m = rx.match(f.name)
+        if m and f.is_file():
+            items.append((int(m.group(1)), f))
+    if not items:
+        raise DecodeError(f"no files match the sequence pattern {path}")
+    return sorted(items)
+
+
+def open_footage(path: str | os.PathLike, frames: tuple[int | None, int | None] | None = None,
+                 max_side: int | None = None) -> Footage:
+    """Open a video file or image sequence; raises :class:`DecodeError` with a clear message.
+
+    ``frames``: inclusive (first, last) source frame numbers, None = to the end.
+    ``max_side``: downscale so the longer working side is at most this many pixels.
+    """
+    p = Path(path)
+    if max_side is not None and max_side < 8:
+        raise DecodeError(f"max_side must be at least 8 pixels, got {max_side}")
+    first, last = (frames or (None, None))
+    if first is not None and last is not None and last < first:
+        raise DecodeError(f"frame range {first}:{last} is empty (last < first)")
+    is_pattern = _pattern_regex(p.name) is not None and not p.exists()
+    if p.is_file() and p.suffix.lower() not in IMAGE_EXTS:
+        return _open_video(p, first, last, max_side)
+    if p.is_file():
+        raise DecodeError(f"{p} is a single image; pass its folder or a pattern such as "
+                          "frame_####.png to read a sequence")
+    if not p.exists() and not is_pattern:
+        raise DecodeError(f"footage not found: {p}")
+    items = _list_sequence(p)
+    sel = [(n, f) for n, f in items if (first is None or n >= first) and (last is None or n <= last)]
+    if not sel:
+        raise DecodeError(f"no frames of {p} in the range {first}:{last} (sequence has "
+                          f"{items[0][0]}..{items[-1][0]})")
+    img0 = _read_image(sel[0][1], None)
+    size = (img0.shape[1], img0.shape[0])
+    return Footage(path=p, kind="sequence", input_size=size, work_size=work_size_for(size, max_side),
+                   frame_numbers=[n for n, _ in sel], fps=24.0, files=[f for _, f in sel])
+
+
+def _open_video(p: Path, first: int | None, last: int | None, max_side: int | None) -> Footage:
+    cv2 = _cv2()
+    cap = cv2.VideoCapture(str(p))
+    try:
+        if not cap.isOpened():
+            raise DecodeError(f"cannot open {p}: not a video OpenCV can decode (unsupported "
+                              "codec/container or corrupt file)")
+        ok, bgr = cap.read()
+        if not ok or bgr is None:
+            raise DecodeError(f"{p} has no decodable frames (empty, corrupt or unsupported codec)")
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if count <= 0:
+            count = 1
+            while cap.grab():
+                count += 1
+    finally:
+        cap.release()
+    size = (bgr.shape[1], bgr.shape[0])
+    f0 = 0 if first is None else max(0, first)
+    f1 = count - 1 if last is None else min(last, count - 1)
+    if f0 > f1:
+        raise DecodeError(f"no frames of {p} in the range {first}:{last} (video has 0..{count - 1})")
+    return Footage(path=p, kind="video", input_size=size, work_size=work_size_for(size, max_side),
+                   frame_numbers=list(range(f0, f1 + 1)), fps=fps if fps > 0 else 24.0)
+
+
+def parse_frame_range(text: str | None) -> tuple[int | None, int | None] | None:
+    """Parse ``"A:B"``, ``"A:"``, ``":B"`` or ``"A"`` (inclusive source frame numbers)."""
+    if text is None or text == "":
+        return None
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            return (int(a) if a.strip() else None, int(b) if b.strip() else None)
+        n = int(text)
+        return n, n
+    except ValueError:
+        raise DecodeError(f"bad frame range {text!r}; expected A:B (inclusive frame numbers)") from None
