@@ -43,7 +43,7 @@ build: setup
 
 # --- benchmark ------------------------------------------------------------------------------
 bench: setup
-	$(VENV)/bin/python -m benchmarks.run --suite full --out BENCHMARKS.md
+	$(VENV)/bin/python -m benchmarks.run --suite full --real --out BENCHMARKS.md
 
 bench-quick: setup
 	$(VENV)/bin/python -m benchmarks.run --suite quick --out bench_out/BENCHMARKS.quick.md

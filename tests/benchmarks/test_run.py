@@ -1,0 +1,83 @@
+"""The harness end to end on the quick suite (real renders, real baselines, real scoring).
+
+Clips are rendered once into ``bench_cache/`` (the harness default, git-ignored) and reused, so
+only the first run pays the ~1 min of rendering. Worldtrack itself is left out here (its own
+tests cover it, and its run time is not this test's to bound); its "not available" reporting is
+exercised with a real failing run.
+"""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import run as H
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / "bench_cache"
+
+needs_generator = pytest.mark.skipif(H.generator_available() is not None,
+                                     reason=f"cannot render clips: {H.generator_available()}")
+
+
+def test_parse_methods_and_unknown():
+    assert H.parse_methods("dis, lk,dis") == ["dis", "lk"]
+    assert H.parse_methods(H.DEFAULT_METHODS)[0] == "worldtrack"
+    with pytest.raises(SystemExit):
+        H.parse_methods("dis,raft")
+
+
+def test_unavailable_method_is_reported(tmp_path):
+    clip = H.Clip("missing", "static", tmp_path / "no_frames", np.zeros((2, 3), np.float32), None,
+                  tmp_path / "work")
+    r = H.run_method("worldtrack", clip)
+    assert not r.ok and r.reason
+    md = H.render_markdown("quick", ["worldtrack"], [r], None, "python -m benchmarks.run", 1.0)
+    assert "**worldtrack**: not available (" in md
+    assert "Machine:" in md and "cores" in md
+
+
+@needs_generator
+@pytest.mark.blender
+def test_quick_suite_end_to_end(tmp_path):
+    out = tmp_path / "BENCH.md"
+    methods = "dis,lk,cv_camera" + (",libmv" if importlib.util.find_spec("bpy") else "")
+    cmd = [sys.executable, "-m", "benchmarks.run", "--suite", "quick", "--out", str(out),
+           "--methods", methods, "--cache", str(CACHE)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    md = out.read_text()
+    for title in ("2D tracking", "Camera solve", "3D world-centric", "Cost"):
+        assert title in md
+    assert "python -m benchmarks.run --suite quick" in md
+    for kind in H.KINDS:
+        assert f"| {kind} " in md or f" {kind} |" in md
+    blob = json.loads(out.with_suffix(".json").read_text())
+    res = blob["results"]
+    n_clips = len(H.suite_settings("quick"))
+    assert len(res) == n_clips * len(methods.split(","))
+    ok = [x for x in res if x["ok"]]
+    assert {x["method"] for x in ok} >= {"dis", "lk", "cv_camera"}
+    for x in ok:
+        aj = x["scores"]["2d.average_jaccard"]
+        assert 0.0 <= aj <= 1.0 and x["cost"]["wall_s"] > 0 and x["cost"]["peak_rss_mb"] > 10
+    # the flow baselines really track: better than a frozen prediction (each query held still,
+    # always visible) on every clip
+    from benchmarks import metrics as M
+    from engine.trackfile import load_trackfile
+
+    for x in ok:
+        if x["method"] not in ("dis", "lk"):
+            continue
+        gt = load_trackfile(CACHE / "quick" / x["clip"] / "gt.npz")
+        q = np.asarray(gt.query)
+        frozen = np.repeat(q[:, None, 1:], gt.n_frames, axis=1)
+        f = M.tapvid_metrics(q[:, 0], ~np.asarray(gt.visible), np.asarray(gt.tracks_2d),
+                             np.zeros_like(gt.visible), frozen, image_size=gt.image_size)
+        assert x["scores"]["2d.average_jaccard"] > f["average_jaccard"], (x, f)
+    cams = [x for x in ok if x["method"] == "cv_camera"]
+    assert all("cam.ate" in x["scores"] for x in cams)
+    assert np.nanmean([x["scores"]["cam.success"] for x in cams]) > 0
