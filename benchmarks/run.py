@@ -150,12 +150,31 @@ def method_unavailable(method: str) -> str | None:
     return None
 
 
-def run_method(method: str, clip: Clip, timeout: float = METHOD_TIMEOUT_S) -> RunResult:
-    """Run one method on one clip in child processes; returns its output path and cost."""
+def run_method(method: str, clip: Clip, timeout: float = METHOD_TIMEOUT_S,
+               reuse: bool = False) -> RunResult:
+    """Run one method on one clip in child processes; returns its output path and cost.
+
+    With ``reuse``, an output and cost recorded by an earlier successful run on the same clip
+    (``<method>.run.json`` beside it) are taken instead of running again.
+    """
     why = method_unavailable(method)
     if why:
         return RunResult(method, clip.name, clip.kind, False, why)
     clip.work.mkdir(parents=True, exist_ok=True)
+    record = clip.work / f"{method}.run.json"
+    if reuse and record.is_file():
+        rec = json.loads(record.read_text())
+        if Path(rec["out"]).is_file():
+            return RunResult(method, clip.name, clip.kind, True, rec["reason"], Path(rec["out"]),
+                             rec["cost"])
+    r = _run_method(method, clip, timeout)
+    record.unlink(missing_ok=True)
+    if r.ok:
+        record.write_text(json.dumps({"out": str(r.out), "reason": r.reason, "cost": r.cost}))
+    return r
+
+
+def _run_method(method: str, clip: Clip, timeout: float) -> RunResult:
     qpath = clip.work / "queries.npy"
     if not qpath.is_file():
         np.save(qpath, clip.query.astype(np.float32))
@@ -235,7 +254,7 @@ def score_synthetic(gt, pred, method: str, solve_failed: bool = False) -> dict[s
 
 # ------------------------------------------------------------------------------------- suite
 def run_suite(suite: str, methods: list[str], cache: Path, log=print,
-              only: set[str] | None = None) -> list[RunResult]:
+              only: set[str] | None = None, reuse: frozenset[str] = frozenset()) -> list[RunResult]:
     """Render (cached) and run ``methods`` on every clip of ``suite`` (or the ``only`` names,
     ``<kind>_<seed>``)."""
     from engine.trackfile import load_trackfile
@@ -252,7 +271,7 @@ def run_suite(suite: str, methods: list[str], cache: Path, log=print,
                     float(np.sqrt(gt.K[0, 0, 0] * gt.K[0, 1, 1])),
                     cache / "results" / suite / f"{kind}_{seed}")
         for m in methods:
-            r = run_method(m, clip)
+            r = run_method(m, clip, reuse=m in reuse)
             if r.ok:
                 try:
                     r.scores = score_synthetic(gt, load_trackfile(r.out), m,
@@ -266,7 +285,7 @@ def run_suite(suite: str, methods: list[str], cache: Path, log=print,
     return results
 
 
-def run_real(methods: list[str], cache: Path, log=print) -> dict:
+def run_real(methods: list[str], cache: Path, log=print, reuse: frozenset[str] = frozenset()) -> dict:
     """Real footage from ../shared/data (when present)."""
     from engine.trackfile import load_trackfile
 
@@ -291,7 +310,7 @@ def run_real(methods: list[str], cache: Path, log=print) -> dict:
         clip = Clip(ex.name, family, cdir / "frames", ex.query, None, work / "results" / ex.name,
                     solve=False)
         for m in two_d:
-            r = run_method(m, clip)
+            r = run_method(m, clip, reuse=m in reuse)
             if r.ok:
                 pred = load_trackfile(r.out)
                 pr_tr = np.asarray(pred.tracks_2d)[:, :t]
@@ -317,7 +336,7 @@ def run_real(methods: list[str], cache: Path, log=print) -> dict:
         clip = Clip("kitti_seq1", "kitti", seq.frames[0].parent, q, float(seq.K[0, 0, 0]),
                     work / "results" / "kitti_seq1")
         for m in [m for m in methods if m in CAMERA_METHODS]:
-            r = run_method(m, clip)
+            r = run_method(m, clip, reuse=m in reuse)
             if r.ok:
                 pred = load_trackfile(r.out)
                 r.scores = M.camera_metrics(pred.cam_to_world, seq.cam_to_world, pred.K, seq.K,
@@ -568,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default="bench_cache", help="rendered clips and method outputs")
     ap.add_argument("--real", action="store_true", help="also run on ../shared/data when present")
     ap.add_argument("--clips", default="", help="only these clips of the suite, e.g. static_0,dynamic_0")
+    ap.add_argument("--reuse", default="",
+                    help="comma-separated methods whose outputs and costs from an earlier run on the "
+                         "same cached clips are reused (e.g. the unchanged baselines)")
     a = ap.parse_args(argv)
     # SIGTERM (e.g. from `timeout`) -> SystemExit, so running children are killed, not orphaned
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -579,11 +601,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot render the benchmark clips: {why}", file=sys.stderr)
         return 2
     only = {c.strip() for c in a.clips.split(",") if c.strip()} or None
-    results = run_suite(a.suite, methods, cache, only=only)
+    reuse = frozenset(parse_methods(a.reuse)) if a.reuse else frozenset()
+    results = run_suite(a.suite, methods, cache, only=only, reuse=reuse)
     real = None
     if a.real:
         try:
-            real = run_real(methods, cache)
+            real = run_real(methods, cache, reuse=reuse)
         except Exception as e:  # noqa: BLE001 - the synthetic results must still be written
             real = {"available": False, "reason": f"error: {type(e).__name__}: {e}"}
     command = "python -m benchmarks.run " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))

@@ -81,3 +81,22 @@ def test_quick_suite_end_to_end(tmp_path):
     cams = [x for x in ok if x["method"] == "cv_camera"]
     assert all("cam.ate" in x["scores"] for x in cams)
     assert np.nanmean([x["scores"]["cam.success"] for x in cams]) > 0
+
+
+@needs_generator
+def test_reuse_takes_the_recorded_output_and_cost(tmp_path):
+    st = H.suite_settings("quick")[0]
+    cdir = H.ensure_clip(CACHE, "quick", st, print)
+    from engine.trackfile import load_trackfile
+
+    gt = load_trackfile(cdir / "gt.npz")
+    clip = H.Clip(f"{st.kind}_{st.seed}", st.kind, cdir / "frames", np.asarray(gt.query), None,
+                  tmp_path / "work")
+    first = H.run_method("dis", clip)
+    assert first.ok and first.cost["wall_s"] > 0
+    stamp = first.out.stat().st_mtime_ns
+    again = H.run_method("dis", clip, reuse=True)
+    assert again.ok and again.out == first.out and again.cost == first.cost
+    assert first.out.stat().st_mtime_ns == stamp  # not run again
+    fresh = H.run_method("dis", clip)  # without reuse it runs again
+    assert fresh.ok and fresh.out.stat().st_mtime_ns != stamp
