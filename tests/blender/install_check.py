@@ -76,6 +76,14 @@ def main() -> None:
         check("CPUExecutionProvider" in providers, f"no CPU provider: {providers}")
         result["providers"] = providers
         result["provider_message"] = message
+        result["available_providers"] = onnxruntime.get_available_providers()
+        if os.environ.get("WT_EXPECT_CUDA_FALLBACK"):
+            # GPU build of onnxruntime on a machine without a usable CUDA: it lists the CUDA
+            # provider, but Worldtrack must notice that CUDA cannot start and use the CPU.
+            check("CUDAExecutionProvider" in onnxruntime.get_available_providers(),
+                  "the GPU variant did not bundle onnxruntime-gpu")
+            check(providers == ["CPUExecutionProvider"], f"no CPU fallback: {providers}")
+            check("CUDA" in message, f"fallback message does not say why: {message!r}")
     # A real ONNX Runtime session on the shipped graphs, inside Blender, with the bundled wheel.
     ops = importlib.import_module(f"{mod_name}.engine.match.ops")
     kernels = ops.Kernels(device="auto")

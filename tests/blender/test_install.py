@@ -49,18 +49,41 @@ def test_zip_layout(built_zip):
         assert not any(n.startswith(excluded) for n in names), excluded
 
 
-def test_install_enable_use_uninstall(built_zip, tmp_path):
-    env = dict(os.environ)
+def _install_check(zip_path: Path, tmp_path: Path, **extra_env: str) -> dict:
+    env = dict(os.environ, **extra_env)
     for var, sub in (("BLENDER_USER_EXTENSIONS", "extensions"), ("BLENDER_USER_CONFIG", "config"),
                      ("BLENDER_USER_SCRIPTS", "scripts"), ("BLENDER_USER_DATAFILES", "datafiles")):
         (tmp_path / sub).mkdir()
         env[var] = str(tmp_path / sub)
     env.pop("PYTHONPATH", None)
     r = subprocess.run([sys.executable, str(Path(__file__).with_name("install_check.py")),
-                        str(built_zip)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                        str(zip_path)], capture_output=True, text=True, env=env, cwd=tmp_path,
                        timeout=600)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
     assert r.returncode == 0 and lines, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}"
     result = json.loads(lines[-1][len("RESULT "):])
     assert set(result["wheels"]) == {"cv2", "onnxruntime", "pycolmap", "scipy"}
     print(json.dumps(result, indent=1))
+    return result
+
+
+def test_install_enable_use_uninstall(built_zip, tmp_path):
+    result = _install_check(built_zip, tmp_path)
+    assert result["providers"] == ["CPUExecutionProvider"]
+
+
+@pytest.mark.skipif(os.environ.get("WORLDTRACK_BLENDER42") == "1",
+                    reason="the GPU variant is checked once, under Blender 5.0")
+def test_gpu_variant_falls_back_to_cpu_with_a_message(tmp_path_factory, tmp_path):
+    """The onnxruntime-gpu build on a machine without usable CUDA runs on the CPU and says why."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine's own onnxruntime has CUDA: the fallback is not exercised here")
+    from tools.build_extension import build
+
+    (zip_path,) = build(tmp_path_factory.mktemp("dist_gpu"), ["linux-x64"], gpu=True)
+    assert zip_path.name.endswith("-linux_x64-gpu.zip")
+    result = _install_check(zip_path, tmp_path, WT_EXPECT_CUDA_FALLBACK="1")
+    assert "CUDAExecutionProvider" in result["available_providers"]
+    print("fallback message:", result["provider_message"])
