@@ -76,12 +76,18 @@ def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], ou
 
 
 def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = False,
-                    distortion: str = "none", progress=None) -> dict:
+                    distortion: str = "none", progress=None, refine: bool = True,
+                    clip=None, max_rounds: int | None = None) -> dict:
     """Solve the camera and lift all tracks of a track file; returns the solve report.
 
     ``focal`` in pixels when known (``focal_px_from_mm`` converts from millimetres). The output
     is written atomically; nothing is written when the shot cannot be solved (raises
     :class:`SolveError`, whose message says why). ``in_path`` may equal ``out_path``.
+
+    ``refine`` (default): feed the geometry back into the 2D tracks and iterate the solve
+    (:mod:`engine.refine`); the output's ``tracks_2d`` / ``visible`` / ``confidence`` are then the
+    refined tracks. ``clip``: the footage (default: ``metadata["source"]["path"]``); when it
+    cannot be found the refinement uses geometry only and the report says so.
     """
     import time
 
@@ -107,6 +113,9 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
                                       data.image_size, w["tracks_3d"], w["group"],
                                       w["reproj_error"], focal=focal, zoom=zoom,
                                       distortion=distortion, progress=progress)
+        if refine:
+            c2w, K, report = _refine(data, w, c2w, K, report, in_path, clip, focal, zoom,
+                                     distortion, max_rounds, progress)
         w["cam_to_world"][:] = c2w.astype(np.float32)
         w["K"][:] = K.astype(np.float32)
         report["timings"]["solve_trackfile_total"] = time.monotonic() - t0
@@ -119,6 +128,31 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
         tm["solve"] = round(time.monotonic() - t0, 3)
         w.metadata["timings"] = tm
     return w.metadata["solve"]
+
+
+def _refine(data, w, c2w, K, report, in_path, clip, focal, zoom, distortion, max_rounds,
+            progress):
+    """Run :func:`engine.refine.refine_solution` with a re-solve on cleaned visibility."""
+    from ..refine import MAX_ROUNDS, find_footage, refine_solution
+
+    footage, note = find_footage(data.metadata, in_path, clip)
+    if footage is None:
+        report.setdefault("warnings", []).append(f"refine: {note}")
+
+    def solve_fn(visible, o3, og, orr):
+        return solve_arrays(data.tracks_2d, visible, data.confidence, data.image_size, o3, og,
+                            orr, focal=focal, zoom=zoom, distortion=distortion,
+                            progress=progress)
+
+    c2w, K, rep = refine_solution(data, w, c2w, K, report, footage, solve_fn,
+                                  MAX_ROUNDS if max_rounds is None else max_rounds,
+                                  progress=progress)
+    rep["refine"]["footage"] = note
+    if footage is None:
+        rep.setdefault("warnings", [])
+        if f"refine: {note}" not in rep["warnings"]:
+            rep["warnings"].append(f"refine: {note}")
+    return c2w, K, rep
 
 
 def _jsonable(o):

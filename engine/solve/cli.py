@@ -22,6 +22,14 @@ def register(subparsers) -> None:
     p.add_argument("--zoom", action="store_true", help="the focal length changes (solve per frame)")
     p.add_argument("--distortion", choices=["none", "k1", "k1k2"], default="none",
                    help="radial lens distortion to solve (Blender polynomial model)")
+    p.add_argument("--no-refine", action="store_true",
+                   help="do not feed the solved geometry back into the 2D tracks (keep the "
+                        "tracker's 2D, visibility and confidence as they are)")
+    p.add_argument("--clip", metavar="PATH",
+                   help="the footage, for the refinement's appearance checks (default: the "
+                        "source path recorded in the track file)")
+    p.add_argument("--refine-rounds", type=int, default=None, metavar="N",
+                   help="most re-solves on refined tracks (default 2; 0 = refine once)")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "quiet"], default="auto")
     p.add_argument("--report", metavar="JSON", help="also write the solve report to this file")
     p.set_defaults(func=_run)
@@ -50,7 +58,9 @@ def _run(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
     try:
         report = solve_trackfile(args.tracks, args.out, focal=focal, zoom=args.zoom,
-                                 distortion=args.distortion, progress=progress)
+                                 distortion=args.distortion, progress=progress,
+                                 refine=not args.no_refine, clip=args.clip,
+                                 max_rounds=args.refine_rounds)
     except TrackFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -72,6 +82,14 @@ def _run(args: argparse.Namespace) -> int:
           f"{report['reproj_median_px']:.3f} px, {lift.get('n_static_tracks', 0)} static / "
           f"{lift.get('n_dynamic_tracks', 0)} moving tracks, "
           f"{sum(1 for g in lift.get('groups', []) if g['kind'] == 'rigid')} rigid group(s)")
+    ref = report.get("refine")
+    if ref:
+        fin = ref["final"]
+        print(f"refined: {fin['n_static']} static (+{fin.get('n_static_by_appearance', 0)} found "
+              f"by appearance) + {fin['n_rigid']} rigid-group tracks follow the geometry, "
+              f"{fin['n_tracker_kept']} keep the tracker's 2D; "
+              f"{len(ref['rounds'])} round(s), kept round {ref['kept_round']}; "
+              f"visibility: {fin['visibility']}")
     for wmsg in report.get("warnings", []):
         print(f"warning: {wmsg}", file=sys.stderr)
     return 0

@@ -6,7 +6,9 @@
    points triangulated so far, new points are triangulated, and a robust bundle adjustment
    (Huber, :mod:`engine.solve.bundle`) refines everything, focal included once >= 3 views.
 3. All other frames are registered by PnP and the whole clip is refined once more (per-frame
-   focal in zoom mode, distortion when asked); tracks whose residuals stay large are dropped.
+   focal in zoom mode, distortion when asked); tracks whose residuals stay large are dropped
+   (:func:`finish_reconstruction`, also used by :mod:`engine.solve.zoom` to grow a keyframe
+   reconstruction to the whole clip).
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ import numpy as np
 from .bundle import BAState, bundle_adjust
 from .camera import make_K, pose_to_c2w, rotvec
 from .triangulate import refine_points, triangulate_rays
+
+
+PNP_SCAN_POINTS = 300   # points used by the per-frame focal scan (zoom registration)
 
 
 class SolveFailure(RuntimeError):
@@ -153,36 +158,56 @@ class _Recon:
         return True
 
     def _pnp_focal(self, t, obj, img, rvec, tvec):
-        """Zoom shots: the frame's focal is unknown too. Scan it around the PnP guess (pose
-        refined by iterative PnP at each focal) and keep the smallest reprojection error."""
+        """Zoom shots: the frame's focal is unknown too (OpenCV has no PnP with unknown focal).
+        Scan it coarse-to-fine around the current guess (x0.6 .. x1.6, pose refined by iterative
+        PnP at each focal, truncated squared error so stray outliers don't pull), on at most
+        ``PNP_SCAN_POINTS`` points (the scan needs their spread in depth, not all of them), then
+        refine the pose on all points at the chosen focal."""
         import cv2
 
         f0 = self.f[t]
-        ratios = np.geomspace(0.6, 1.6, 41)
-        errs = np.full(len(ratios), np.inf)
-        poses = [None] * len(ratios)
-        for i, r in enumerate(ratios):
-            K = make_K(f0 * r, self.cx, self.cy)
-            ok, rv, tv = cv2.solvePnP(obj, img, K, None, rvec.copy(), tvec.copy(),
-                                      useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
-            if not ok:
-                continue
-            pr, _ = cv2.projectPoints(obj, rv, tv, K, None)
-            e = np.linalg.norm(pr.reshape(-1, 2) - img, axis=1)
-            errs[i] = np.mean(np.minimum(e, 5.0) ** 2)   # truncated: robust to stray outliers
-            poses[i] = (rv, tv)
-        i = int(np.argmin(errs))
-        if not np.isfinite(errs[i]):
+        sel = (np.linspace(0, len(obj) - 1, PNP_SCAN_POINTS).round().astype(int)
+               if len(obj) > PNP_SCAN_POINTS else np.arange(len(obj)))
+        o_s, i_s = obj[sel], img[sel]
+        cache: dict[float, tuple] = {}
+
+        def cost(r, rv0, tv0):
+            if r not in cache:
+                K = make_K(f0 * r, self.cx, self.cy)
+                ok, rv, tv = cv2.solvePnP(o_s, i_s, K, None, rv0.copy(), tv0.copy(),
+                                          useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+                if not ok:
+                    cache[r] = (np.inf, rv0, tv0)
+                else:
+                    pr, _ = cv2.projectPoints(o_s, rv, tv, K, None)
+                    e = np.linalg.norm(pr.reshape(-1, 2) - i_s, axis=1)
+                    cache[r] = (float(np.mean(np.minimum(e, 5.0) ** 2)), rv, tv)
+            return cache[r]
+
+        coarse = np.geomspace(0.6, 1.6, 11)
+        res = [cost(float(r), rvec, tvec) for r in coarse]
+        i = int(np.argmin([c[0] for c in res]))
+        if not np.isfinite(res[i][0]):
             self.rv[t], self.tv[t] = rvec.ravel(), tvec.ravel()
             return
-        r = ratios[i]
-        if 0 < i < len(ratios) - 1 and np.isfinite(errs[i - 1]) and np.isfinite(errs[i + 1]):
-            a, b, c = errs[i - 1], errs[i], errs[i + 1]
+        step = float(np.log(coarse[1] / coarse[0])) / 3
+        fine = [float(coarse[i] * np.exp(k * step)) for k in range(-3, 4)]
+        res = [cost(r, res[i][1], res[i][2]) for r in fine]
+        errs = np.array([c[0] for c in res])
+        j = int(np.argmin(errs))
+        r = fine[j]
+        if 0 < j < len(fine) - 1 and np.isfinite(errs[j - 1]) and np.isfinite(errs[j + 1]):
+            a, b, c = errs[j - 1], errs[j], errs[j + 1]
             den = a - 2 * b + c
             if den > 0:
-                r = float(np.exp(np.log(r) + 0.5 * (a - c) / den * np.log(ratios[1] / ratios[0])))
+                r = float(np.exp(np.log(r) + 0.5 * (a - c) / den * step))
         self.f[t] = f0 * r
-        self.rv[t], self.tv[t] = poses[i][0].ravel(), poses[i][1].ravel()
+        ok, rv, tv = cv2.solvePnP(obj, img, make_K(self.f[t], self.cx, self.cy), None,
+                                  res[j][1].copy(), res[j][2].copy(), useExtrinsicGuess=True,
+                                  flags=cv2.SOLVEPNP_ITERATIVE)
+        if not ok:
+            rv, tv = res[j][1], res[j][2]
+        self.rv[t], self.tv[t] = rv.ravel(), tv.ravel()
 
     def bundle(self, frames=None, refine_focal=True, n_dist=0, f_scale=1.0, iters=30,
                fixed=None, tol=1e-4):
@@ -290,11 +315,30 @@ def solve_general(xy: np.ndarray, vis: np.ndarray, image_size: tuple[int, int], 
                            "too small or too poorly tracked" % rec.reg[keyframes].sum())
     info = rec.bundle(refine_focal=refine_focal, f_scale=thresh / 2, iters=30)
     rec.prune(info, 3 * thresh)
+    info = finish_reconstruction(rec, sigma, refine_focal, n_dist, tight,
+                                 focals_fixed is None, progress)
+    e = info["residuals"]
+    e = e[np.isfinite(e)]
+    return {"rvecs": rec.rv, "ts": rec.tv, "focals": rec.f.copy(), "dist": rec.dist.copy(),
+            "points": rec.X, "keyframes": list(map(int, keyframes)), "init_pair": [int(a), int(b)],
+            "init_parallax_deg": float(ang), "median": float(np.median(e)),
+            "rms": float(np.sqrt(np.mean(e ** 2))), "registered": rec.reg.copy(),
+            "vis": rec.vis}
+
+
+def finish_reconstruction(rec: _Recon, sigma: float, refine_focal: bool, n_dist: int,
+                          tight: bool, interp_focal: bool = True, progress=None) -> dict:
+    """Register every frame not yet in ``rec`` (nearest to the registered ones first; PnP, with a
+    scanned focal in zoom mode), triangulate all tracks and refine everything (robust bundle
+    adjustment, outlier pruning; distortion when ``n_dist``). ``interp_focal``: seed each new
+    frame's focal by interpolating the registered frames' focals (zoom mode). Returns the last
+    bundle adjustment's info (``residuals`` px per observation)."""
+    thresh = max(1.5, 3 * sigma)
     # all other frames, nearest first
     for t in sorted(np.flatnonzero(~rec.reg), key=lambda t: np.min(np.abs(np.flatnonzero(rec.reg) - t))):
         if progress is not None:
             progress.check()
-        if rec.zoom and focals_fixed is None:
+        if rec.zoom and interp_focal:
             regs = np.flatnonzero(rec.reg)
             rec.f[t] = np.interp(t, regs, rec.f[regs])
         rec.register(t, 2 * thresh)
@@ -304,16 +348,10 @@ def solve_general(xy: np.ndarray, vis: np.ndarray, image_size: tuple[int, int], 
     rec.triangulate(min_angle=1.0, only_new=False, max_err=3 * thresh)
     # final passes converge tightly: focal/zoom valleys are flat (zoom vs dolly) and a loose stop
     # leaves the focal several percent off while the residual already looks converged
-    tight = 1e-7 if (refine_focal and zoom and tight) else 1e-5
+    tol = 1e-7 if (refine_focal and rec.zoom and tight) else 1e-5
     info = rec.bundle(refine_focal=refine_focal, n_dist=n_dist, f_scale=thresh / 2, iters=60,
-                      tol=tight)
+                      tol=tol)
     rec.prune(info, max(3 * sigma * 1.5, 1.0) * 2)
     info = rec.bundle(refine_focal=refine_focal, n_dist=n_dist, f_scale=thresh / 2,
-                      iters=150 if tight < 1e-6 else 30, tol=tight)
-    e = info["residuals"]
-    e = e[np.isfinite(e)]
-    return {"rvecs": rec.rv, "ts": rec.tv, "focals": rec.f.copy(), "dist": rec.dist.copy(),
-            "points": rec.X, "keyframes": list(map(int, keyframes)), "init_pair": [int(a), int(b)],
-            "init_parallax_deg": float(ang), "median": float(np.median(e)),
-            "rms": float(np.sqrt(np.mean(e ** 2))), "registered": rec.reg.copy(),
-            "vis": rec.vis}
+                      iters=150 if tol < 1e-6 else 30, tol=tol)
+    return info

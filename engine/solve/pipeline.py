@@ -14,7 +14,7 @@ import numpy as np
 
 from .camera import pose_to_c2w
 from .incremental import SolveFailure, solve_general
-from .models import estimate_noise, focal_from_fundamentals, focals_varying, gric_pair
+from .models import estimate_noise, focal_from_fundamentals, gric_pair
 from .rotation import SPHERE_RADIUS, solve_rotation
 from .segment import frame_pairs, multibody_labels, rigid_bodies, static_belief
 from .select import select_keyframes, select_tracks
@@ -197,7 +197,7 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
             # zoom auto-detection: residuals well above the noise floor with one focal, and a
             # per-frame focal explains the shot clearly better -> the lens zoomed
             floor = 1.18 * sigma    # median norm of 2D Gaussian noise
-            if not zoom and focal is None and result["median"] > 1.25 * floor:
+            if not zoom and focal is None and result["median"] > 1.1 * floor:
                 try:
                     rz = _solve_zoom(xs, vs, image_size, cx, cy, n_dist,
                                      select_keyframes(xs, vs, image_size), sigma, progress, {})
@@ -292,75 +292,11 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
     return CameraSolution(c2w, K, dist, mode, ids, sample_static, sample_points, sigma, report)
 
 
-ZOOM_STARTS = (0.6, 1.0, 1.6, 2.5)
-
-
 def _solve_zoom(xs, vs, image_size, cx, cy, n_dist, kfs, sigma, progress, report) -> dict:
-    """Moving camera with per-frame focal. The focal/dolly valley is flat and has local minima, so
-    several base focals (``ZOOM_STARTS`` x the Mendonca-Cipolla guess, relative focals from the
-    image scale change) are solved loosely, the one with the lowest reprojection error wins, and
-    it is refined tightly from its own focals."""
-    W, H = image_size
-    f_frames = _zoom_focal_init(xs, vs, cx, cy, float(max(W, H)), sigma)
-    report["focal_init_per_frame_px"] = [round(float(f), 2) for f in f_frames]
-    best = None
-    tried = []
-    for m in ZOOM_STARTS:
-        try:
-            r = solve_general(xs, vs, image_size, cx, cy, float(np.median(f_frames)) * m, True,
-                              True, n_dist, kfs, sigma=sigma, progress=progress,
-                              focals_init=f_frames * m, tight=False)
-        except SolveFailure:
-            continue
-        tried.append([m, round(r["median"], 4)])
-        if best is None or r["median"] < best["median"]:
-            best = r
-    report["zoom_starts"] = tried
-    if best is None:
-        raise SolveFailure("no starting focal gave a zoom reconstruction")
-    try:
-        r = solve_general(xs, vs, image_size, cx, cy, float(np.median(best["focals"])), True, True,
-                          n_dist, kfs, sigma=sigma, progress=progress,
-                          focals_init=best["focals"].copy(), tight=True)
-        if r["median"] <= best["median"] * 1.02:
-            best = r
-    except SolveFailure:
-        pass
-    return best
+    """Moving camera with per-frame focal: see :mod:`engine.solve.zoom`."""
+    from .zoom import solve_zoom
 
-
-def _zoom_focal_init(xs, vs, cx, cy, size, sigma) -> np.ndarray:
-    """Per-frame focal guesses for a zoom: relative focals from the image scale change between
-    consecutive frames (a similarity fit about the principal point: zoom dominates it, a dolly
-    adds some and the bundle adjustment sorts that out), base focal from fundamental matrices."""
-    import cv2
-
-    from .segment import find_fundamental
-
-    T = vs.shape[1]
-    ratios = np.ones(T)
-    for t in range(1, T):
-        m = vs[:, t - 1] & vs[:, t]
-        s = 1.0
-        if m.sum() >= 10:
-            A, _ = cv2.estimateAffinePartial2D((xs[m, t - 1] - [cx, cy]).astype(np.float32),
-                                               (xs[m, t] - [cx, cy]).astype(np.float32),
-                                               method=cv2.RANSAC, ransacReprojThreshold=2.0)
-            if A is not None:
-                s = float(np.hypot(A[0, 0], A[1, 0]))
-        ratios[t] = ratios[t - 1] * s
-    pair_Fs = []
-    for g in (4, 8, 16):
-        for a in range(0, T - g, max(2, g)):
-            m = vs[:, a] & vs[:, a + g]
-            if m.sum() < 30:
-                continue
-            F, _ = find_fundamental(xs[m, a], xs[m, a + g], max(1.0, 3 * sigma))
-            if F is not None:
-                pair_Fs.append((a, a + g, F))
-    if not pair_Fs:
-        return 1.2 * size * ratios
-    return focals_varying(pair_Fs, ratios, cx, cy, size)
+    return solve_zoom(xs, vs, image_size, cx, cy, n_dist, kfs, sigma, progress, report)
 
 
 def _consistent_tracks(xy, vis, result, cx, cy, sigma) -> np.ndarray:

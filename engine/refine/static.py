@@ -1,0 +1,106 @@
+"""Robust static fit of one track: its 3D point lies on the viewing ray of its query pixel.
+
+The query pixel is exact by construction (the user / grid put the point there), so a static
+point is fixed by one unknown, its depth along that ray. We scan depths (log-spaced over the
+scene's depth range), score each by a truncated quadratic of the tracker's visible observations
+(so frames where the tracker drifted or jumped do not pull the point), pick the best and polish
+it on the inlier frames. Vectorised over a chunk of tracks.
+
+Coordinates: undistorted pixels of the footage (OpenCV), world frame of ``cam_to_world``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..solve.triangulate import ray_directions, refine_points
+
+
+def _project_many(X: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Project points ``X`` (..., 3) through every camera: (..., T, 2) px and (..., T) depth."""
+    R = c2w[:, :3, :3]
+    C = c2w[:, :3, 3]
+    xc = np.einsum("...k,tkj->...tj", X, R) - np.einsum("tk,tkj->tj", C, R)
+    z = xc[..., 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        zs = np.where(z > 1e-9, z, np.nan)
+        u = K[:, 0, 0] * xc[..., 0] / zs + K[:, 0, 2]
+        v = K[:, 1, 1] * xc[..., 1] / zs + K[:, 1, 2]
+    return np.stack([u, v], -1), z
+
+
+def ray_candidates(query: np.ndarray, c2w: np.ndarray, K: np.ndarray,
+                   depth_range: tuple[float, float], mode: str = "general", radius: float = 100.0,
+                   n_depths: int = 48):
+    """Candidate static points on each query ray: (X (n, D, 3), depths (D,), ray origins (n, 3),
+    unit ray directions (n, 3)); depths log-spaced over ``depth_range`` (one, ``radius``, for a
+    tripod shot). ``query`` (n, 3) ``[t, x, y]`` undistorted px."""
+    n, T = len(query), len(c2w)
+    qt = np.clip(np.round(query[:, 0]).astype(int), 0, T - 1)
+    qxy = np.zeros((n, T, 2))
+    qxy[np.arange(n), qt] = query[:, 1:3]
+    rays = ray_directions(qxy, K, c2w)[np.arange(n), qt]          # (n, 3) unit
+    C = c2w[qt, :3, 3].astype(np.float64)                           # (n, 3)
+    if mode == "tripod":
+        depths = np.array([radius])
+    else:
+        near, far = depth_range
+        depths = np.geomspace(max(near, 1e-6), max(far, near * 1.01), n_depths)
+    X = C[:, None] + depths[None, :, None] * rays[:, None]          # (n, D, 3)
+    return X, depths, C, rays
+
+
+def fit_static(xy_u: np.ndarray, vis: np.ndarray, query: np.ndarray, c2w: np.ndarray,
+               K: np.ndarray, depth_range: tuple[float, float], tau: float, mode: str = "general",
+               radius: float = 100.0, n_depths: int = 48
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best static point per track on its query ray.
+
+    ``xy_u`` (n, T, 2) undistorted tracker pixels, ``vis`` (n, T) tracker visibility, ``query``
+    (n, 3) ``[t, x, y]`` (x, y undistorted), ``c2w`` (T, 4, 4), ``K`` (T, 3, 3),
+    ``depth_range`` (near, far) distances along the ray in world units, ``tau`` px inlier
+    radius. Tripod mode: the point sits at ``radius`` on the ray (depth is unobservable).
+
+    Returns (X (n, 3) world points, inliers (n, T) bool: visible observations within ``tau``,
+    residual (n, T) px distance of every observation to the projection, NaN where not visible).
+    """
+    n, T = vis.shape
+    obs = np.where(vis[..., None], np.nan_to_num(xy_u), np.nan)
+    X, depths, C, rays = ray_candidates(query, c2w, K, depth_range, mode, radius, n_depths)
+    uv, z = _project_many(X, c2w, K)                                # (n, D, T, 2)
+    r2 = np.sum((uv - obs[:, None]) ** 2, -1)
+    r2 = np.where(np.isnan(r2) & vis[:, None], np.inf, r2)          # behind a camera: miss
+    cost = np.nansum(np.minimum(r2, tau * tau), -1)                 # (n, D)
+    best = np.argmin(cost, 1)
+    d = depths[best]
+    if len(depths) > 1:
+        # polish: finer scan between the neighbouring coarse depths, inlier frames only
+        lo = depths[np.maximum(best - 1, 0)]
+        hi = depths[np.minimum(best + 1, len(depths) - 1)]
+        fine = np.geomspace(lo, hi, 17, axis=1)                     # (n, 17)
+        Xf = C[:, None] + fine[..., None] * rays[:, None]
+        uvf, _ = _project_many(Xf, c2w, K)
+        r2f = np.sum((uvf - obs[:, None]) ** 2, -1)
+        r2f = np.where(np.isnan(r2f) & vis[:, None], np.inf, r2f)
+        costf = np.nansum(np.minimum(r2f, (0.5 * tau) ** 2), -1)
+        d = fine[np.arange(n), np.argmin(costf, 1)]
+    Xb = C + d[:, None] * rays
+
+    def residuals(X):
+        uvb, _ = _project_many(X, c2w, K)
+        r = np.linalg.norm(uvb - obs, axis=-1)
+        return np.where(vis, np.where(np.isfinite(r), r, np.inf), np.nan)
+
+    res = residuals(Xb)
+    inl = vis & (res < tau)
+    if mode != "tripod":
+        # free 3D Gauss-Newton on the inlier frames (the scan is coarse and the solved query
+        # camera is not exact either); kept only where it lowers the inlier error
+        Xr = refine_points(Xb, np.nan_to_num(xy_u), inl, K, c2w, iters=3)
+        res_r = residuals(Xr)
+        better = np.nansum(np.where(inl, np.minimum(res_r, tau) ** 2, 0), 1) < \
+            np.nansum(np.where(inl, res ** 2, 0), 1)
+        better &= np.isfinite(Xr).all(1)
+        Xb = np.where(better[:, None], Xr, Xb)
+        res = np.where(better[:, None], res_r, res)
+        inl = vis & (res < tau)
+    return Xb, inl, res

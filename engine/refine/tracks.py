@@ -1,0 +1,317 @@
+"""Geometry feedback into the 2D tracks (the ``refine`` stage), on arrays.
+
+:func:`refine_tracks` takes a solved shot (cameras in the world frame, lifted ``tracks_3d`` /
+``group`` / ``reproj_error``) and the tracker's 2D output, and rewrites the 2D tracks of every
+track whose 3D is reliable:
+
+- static: the track's point is re-fitted robustly on its query ray (:mod:`.static`); when most
+  of the tracker's visible observations agree with it (within ``tau`` px) the track becomes
+  static (group -1, its ``tracks_3d`` the fitted point, even if the lift had called it moving
+  because a few drifted frames spoilt its least-squares fit) and its 2D position at EVERY frame is
+  the projection of that point (drift-free, defined through occlusion and out of frame);
+- rigid moving groups (lift ``kind == "rigid"``, track reprojection error within the static
+  threshold): the projection of ``tracks_3d``, which follows the group's rigid motion;
+- with the footage, tracks the tracker lost (none of the above) get a second chance: the depth on
+  the query ray whose projections match the query appearance in most frames (a per-point plane
+  sweep through the ONNX descriptors); accepted when >= 60 % of the in-frame frames match
+  (30 % for tripod shots), static from then on; an ambiguous depth (another depth matches nearly
+  as often) halves the confidence;
+- everything else (non-rigid, unreliable, too few observations) keeps the tracker's 2D.
+
+Visibility of refined tracks: in frame (in front of the camera, inside the image) and not judged
+occluded. Occluded = the query-frame appearance does not match at the projected pixel (ONNX
+descriptor cost above a threshold learnt per clip from observations where tracker and geometry
+agree) while the tracker did not see the point there either. Without footage only the geometry
+is used (in-frame test plus the tracker's agreement). Confidence follows the evidence.
+
+A z-buffer test (another solved point much closer to the camera projecting onto the same place)
+was measured and left out: with sparse queries and the lift's noisy moving-object depths only
+~15 % of its occlusion calls were right on the sample clip.
+
+Memory: tracks are processed in chunks; per frame only one decoded frame is held.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..lift.static import undistort_tracks
+from ..solve.camera import project, undistort_points
+from .static import fit_static
+
+MIN_INLIER_FRACTION = 0.3   # of the tracker's visible frames, for a track to be re-fitted static
+MIN_INLIERS = 3
+
+
+@dataclass
+class RefineResult:
+    """What :func:`refine_tracks` decided (the 2D / 3D outputs are written in place)."""
+
+    refined: np.ndarray                 # (N,) bool: 2D replaced by geometry
+    kind: np.ndarray                    # (N,) int8: 0 tracker kept, 1 static (fit to the
+    #                                     tracker), 2 rigid group, 3 static by appearance sweep
+    clean_visible: np.ndarray           # (N, T) bool: tracker observations consistent with 3D
+    report: dict = field(default_factory=dict)
+
+
+def _depth_range(tracks_3d, group, c2w: np.ndarray, N: int) -> tuple[float, float]:
+    """(near, far) search range along query rays: around the lifted static points' distances."""
+    ids = np.flatnonzero(np.asarray(group) < 0)
+    if len(ids) > 2000:
+        ids = ids[np.linspace(0, len(ids) - 1, 2000).astype(int)]
+    X = np.asarray(tracks_3d[np.sort(ids), 0], np.float64) if len(ids) else np.zeros((0, 3))
+    X = X[np.isfinite(X).all(1)]
+    if len(X) < 3:
+        span = float(np.linalg.norm(np.ptp(c2w[:, :3, 3], axis=0))) or 1.0
+        return 0.05 * span, 1e4 * span
+    C = c2w[np.linspace(0, len(c2w) - 1, min(len(c2w), 16)).astype(int), :3, 3]
+    d = np.linalg.norm(X[:, None] - C[None], axis=-1).ravel()
+    return 0.3 * float(np.percentile(d, 2)), 3.0 * float(np.percentile(d, 98))
+
+
+def tau_px(sigma: float) -> float:
+    """Inlier radius (px) of a tracker observation around the geometric prediction."""
+    return max(2.5, 4.0 * float(sigma))
+
+
+def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, reproj_error,
+                  c2w: np.ndarray, K: np.ndarray, dist: tuple[float, float, float] | None,
+                  mode: str, sigma: float, image_size: tuple[int, int], rigid_groups: set[int],
+                  out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
+                  out_reproj, footage=None, kernels=None, chunk: int | None = None,
+                  progress=None) -> RefineResult:
+    """Refine all N tracks; writes the six ``out_*`` arrays (may alias the inputs' storage only
+    for the 3D / group / reproj arrays, which are read chunk by chunk before being written).
+
+    ``tracks_2d`` (N, T, 2) input px, ``visible`` / ``confidence`` (N, T), ``query`` (N, 3),
+    ``tracks_3d`` (N, T, 3) world, ``group`` (N,), ``reproj_error`` (N,) px: the lift's output.
+    ``c2w`` (T, 4, 4) / ``K`` (T, 3, 3) world-frame cameras, ``dist`` Blender polynomial k1..k3 or
+    None, ``mode`` "general" | "tripod", ``sigma`` the solve's 2D noise (px), ``rigid_groups``
+    the group ids the lift reported as rigid. ``footage`` an opened :class:`engine.decode.Footage`
+    (or None: geometry only).
+    """
+    t_start = time.monotonic()
+    N, T = visible.shape[:2]
+    W, H = image_size
+    c2w = np.asarray(c2w, np.float64)
+    K = np.asarray(K, np.float64)
+    tau = tau_px(sigma)
+    thr_rigid = max(1.5, 4 * float(sigma))
+    chunk = chunk or int(max(64, min(4096, 1_000_000 // max(1, 48 * T))))
+    near, far = _depth_range(tracks_3d, group, c2w, N)
+    radius = float(np.median(np.linalg.norm(
+        np.asarray(tracks_3d[:min(N, 256), 0], np.float64) - c2w[0, :3, 3], axis=1)[
+            np.isfinite(np.asarray(tracks_3d[:min(N, 256), 0])).all(1)])) if mode == "tripod" \
+        else 100.0
+    if not np.isfinite(radius):
+        radius = 100.0
+    kind = np.zeros(N, np.int8)
+    clean = np.zeros((N, T), bool)
+    agree = np.zeros((N, T), bool)
+    n_chunks = -(-N // chunk)
+    stage = progress.stage("refine", total=n_chunks + 1) if progress is not None else None
+    if stage is not None:
+        stage.__enter__()
+    try:
+        for s in range(0, N, chunk):
+            sl = slice(s, min(N, s + chunk))
+            vis = np.asarray(visible[sl]).astype(bool)
+            xy = np.asarray(tracks_2d[sl], np.float64)
+            q = np.asarray(query[sl], np.float64).copy()
+            g = np.asarray(group[sl]).astype(int)
+            err = np.asarray(reproj_error[sl], np.float64)
+            X3 = np.asarray(tracks_3d[sl], np.float64)
+            xy_u = undistort_tracks(xy, vis, K, dist)
+            if dist is not None:
+                qt = np.clip(np.round(q[:, 0]).astype(int), 0, T - 1)
+                for t in np.unique(qt):
+                    m = qt == t
+                    q[m, 1:3] = undistort_points(q[m, 1:3], K[t], dist)
+            Xs, inl, res = fit_static(xy_u, vis, q, c2w, K, (near, far), tau, mode, radius)
+            nv = vis.sum(1)
+            ni = inl.sum(1)
+            st = (ni >= min(MIN_INLIERS, T)) & (ni >= MIN_INLIER_FRACTION * np.maximum(nv, 1)) \
+                & np.isfinite(Xs).all(1)
+            rig = ~st & np.isin(g, list(rigid_groups)) & (err < thr_rigid) & np.isfinite(X3).all((1, 2))
+            k = np.where(st, 1, np.where(rig, 2, 0)).astype(np.int8)
+            kind[sl] = k
+            # positions: projection of the fitted point / the group's motion
+            X_new = np.where(st[:, None, None], Xs[:, None, :], X3)
+            uv = np.full(xy.shape, np.nan)
+            zz = np.full(vis.shape, np.nan)
+            ref = st | rig
+            for t in range(T):
+                if ref.any():
+                    uv[ref, t], zz[ref, t] = project(c2w[t], K[t], X_new[ref, t], dist)
+            d_obs = np.linalg.norm(uv - np.nan_to_num(xy), axis=-1)
+            ag = vis & (d_obs < tau)
+            agree[sl] = ag & ref[:, None]
+            clean[sl] = np.where(ref[:, None], ag, vis)
+            inframe = (zz > 0) & (uv[..., 0] > -0.5) & (uv[..., 0] < W - 0.5) \
+                & (uv[..., 1] > -0.5) & (uv[..., 1] < H - 0.5)
+            out_xy = np.where(ref[:, None, None], uv, xy)
+            # keep positions defined off-screen / behind (NaN only where the geometry gives none)
+            out_xy = np.where(np.isfinite(out_xy), out_xy, xy)
+            out_tracks_2d[sl] = out_xy.astype(np.float32)
+            out_visible[sl] = np.where(ref[:, None], inframe, vis)
+            conf = np.asarray(confidence[sl], np.float32)
+            out_confidence[sl] = np.where(ref[:, None], np.where(inframe, np.where(ag, 1.0, 0.8), 0.0),
+                                          conf).astype(np.float32)
+            out_tracks_3d[sl] = X_new.astype(np.float32)
+            out_group[sl] = np.where(st, -1, g).astype(np.int32)
+            ninl = inl.sum(1)
+            rms = np.where(ninl > 0, np.sqrt(np.where(inl, res ** 2, 0).sum(1) / np.maximum(ninl, 1)),
+                           np.nan)
+            out_reproj[sl] = np.where(st, rms, err).astype(np.float32)
+            if stage is not None:
+                stage.advance()
+        report = {
+            "tau_px": round(tau, 3), "depth_search": [round(near, 4), round(far, 4)],
+            "n_static": int((kind == 1).sum()), "n_rigid": int((kind == 2).sum()),
+            "n_tracker_kept": int((kind == 0).sum()),
+            "n_reclassified_static": int(((kind == 1) & (np.asarray(group) >= 0)).sum()),
+        }
+        ref_all = kind > 0
+        ag_obs = agree[ref_all].sum()
+        report["agreeing_observations"] = int(ag_obs)
+        if footage is not None and ref_all.any():
+            report.update(_appearance_visibility(footage, query, out_tracks_2d, out_visible,
+                                                 out_confidence, visible, agree, ref_all, T,
+                                                 kernels, stage, progress))
+            report["visibility"] = "geometry + appearance"
+            thr = report.get("appearance_threshold")
+            if thr is not None and dist is None:
+                report.update(_appearance_sweep(
+                    footage, np.flatnonzero(kind == 0), query, c2w, K, (near, far), mode, radius,
+                    thr, report.pop("_good_threshold"), W, H, out_tracks_2d, out_visible,
+                    out_confidence, out_tracks_3d, out_group, out_reproj, kind, kernels,
+                    progress))
+            report.pop("_good_threshold", None)
+        else:
+            report["visibility"] = "geometry only (no footage)" if footage is None else "geometry"
+        if stage is not None:
+            stage.advance()
+    finally:
+        if stage is not None:
+            stage.__exit__(None, None, None)
+    report["n_tracker_kept"] = int((kind == 0).sum())
+    report["seconds"] = round(time.monotonic() - t_start, 3)
+    return RefineResult(refined=kind > 0, kind=kind, clean_visible=clean, report=report)
+
+
+def _appearance_visibility(footage, query, out_tracks_2d, out_visible, out_confidence,
+                           visible, agree, ref_all, T, kernels, stage, progress) -> dict:
+    """Mark refined points occluded where the query appearance is absent at the projection and
+    the tracker did not see them there either."""
+    from .appearance import appearance_costs
+
+    ids = np.flatnonzero(ref_all)
+    q = np.asarray(query[ids], np.float32)
+    check = progress.check if progress is not None else None
+    cost = appearance_costs(footage, q, lambda t: np.asarray(out_tracks_2d[ids, t], np.float32),
+                            T, kernels, check_cancel=check)
+    ag = agree[ids]
+    pos = cost[ag & np.isfinite(cost)]
+    if len(pos) < 50:
+        return {"appearance": "skipped: too few agreeing observations to calibrate"}
+    thr = float(np.percentile(pos, 99))
+    vis_trk = np.asarray(visible[ids]).astype(bool)
+    occ = (cost > thr) & ~vis_trk & ~ag
+    v = np.asarray(out_visible[ids]).astype(bool)
+    newv = v & ~occ
+    c = np.asarray(out_confidence[ids], np.float32)
+    good = np.clip(1.0 - np.nan_to_num(cost, nan=thr) / (2 * thr), 0.0, 1.0)
+    c = np.where(newv, np.maximum(c * 0.5 + 0.5 * good, 0.3), np.where(occ, 0.1, c * 0))
+    out_visible[ids] = newv
+    out_confidence[ids] = c.astype(np.float32)
+    return {"appearance_threshold": round(thr, 4), "n_occluded_by_appearance": int((occ & v).sum()),
+            "_good_threshold": float(np.percentile(pos, SWEEP_GOOD_PERCENTILE))}
+
+
+SWEEP_MIN_GOOD = 0.6        # fraction of in-frame frames whose appearance must match
+SWEEP_GOOD_PERCENTILE = 90  # "matches": cost below this percentile of agreeing observations' costs
+SWEEP_COST_WEIGHT = 0.5     # score = matching frames - weight * mean truncated cost / threshold
+SWEEP_UNIQUE = 0.8          # unambiguous: depths > 2 steps from the best match in fewer frames
+# tripod: every point is on the background sphere unless it moves; weakly textured background
+# (sky, haze) matches less often, and a wrong acceptance costs little (no depth to get wrong)
+SWEEP_MIN_GOOD_TRIPOD = 0.3
+
+
+def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, thr_occ, thr_good,
+                      W, H, out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
+                      out_reproj, kind, kernels, progress) -> dict:
+    """Tracks the tracker lost (no static fit from its 2D): choose the depth on the query ray
+    whose projections match the query appearance in most frames (a per-point plane sweep over
+    the footage). Accepted tracks become static (kind 3) and follow that point."""
+    from .appearance import sweep_costs
+    from .static import _project_many, ray_candidates
+
+    if len(ids) == 0:
+        return {"n_static_by_appearance": 0}
+    T = len(c2w)
+    check = progress.check if progress is not None else None
+    n_acc = n_amb = 0
+    step = int(max(16, 4e6 // (48 * T)))
+    for s in range(0, len(ids), step):
+        sub = ids[s:s + step]
+        q = np.asarray(query[sub], np.float64)
+        n = len(sub)
+        qt = np.clip(np.round(q[:, 0]).astype(int), 0, T - 1)
+        X, depths, C, rays = ray_candidates(q, c2w, K, depth_range, mode, radius)
+        best_d = None
+        unique = np.ones(n, bool)
+        for it in range(2 if len(depths) > 1 else 1):
+            if it == 1:   # finer scan between the neighbours of the coarse best depth
+                i = np.searchsorted(depths, best_d).clip(1, len(depths) - 1)
+                lo, hi = depths[i - 1], depths[np.minimum(i + 1, len(depths) - 1)]
+                fine = np.geomspace(lo, hi, 17, axis=1)
+                X = C[:, None] + fine[..., None] * rays[:, None]
+            uv, _ = _project_many(X, c2w, K)
+            cost = sweep_costs(footage, q.astype(np.float32), uv, kernels, check)
+            cost[np.arange(n), :, qt] = np.nan          # the query frame matches trivially
+            inf = np.isfinite(cost)
+            good = (cost < thr_good).sum(-1)
+            trunc = np.where(inf, np.minimum(cost, thr_occ), 0).sum(-1) / np.maximum(inf.sum(-1), 1)
+            score = good - SWEEP_COST_WEIGHT * trunc / thr_occ
+            b = np.argmax(score, 1)
+            cand = depths if it == 0 else fine
+            best_d = cand[b] if it == 0 else fine[np.arange(n), b]
+            frac = SWEEP_MIN_GOOD_TRIPOD if mode == "tripod" else SWEEP_MIN_GOOD
+            gb = good[np.arange(n), b]
+            ok = gb >= np.maximum(3, frac * inf[np.arange(n), b].sum(-1))
+            if it == 0 and good.shape[1] > 5:
+                # ambiguous along the ray (repetitive or weak texture): another depth, away from
+                # the best, matches nearly as often -> not trusted
+                far_ = np.abs(np.arange(good.shape[1])[None] - b[:, None]) > 2
+                other = np.where(far_, good, 0).max(1)
+                unique = other < SWEEP_UNIQUE * gb
+        Xb = C + best_d[:, None] * rays
+        uvb, zb = _project_many(Xb, c2w, K)
+        cb = cost[np.arange(n), b]                      # (n, T) at the chosen point
+        inframe = (zb > 0) & (uvb[..., 0] > -0.5) & (uvb[..., 0] < W - 0.5) \
+            & (uvb[..., 1] > -0.5) & (uvb[..., 1] < H - 0.5)
+        vis = inframe & ~(cb > thr_occ)
+        conf = np.where(vis, np.clip(1 - np.nan_to_num(cb, nan=0) / (2 * thr_occ), 0.3, 1), 0.1)
+        # ambiguous depth (another depth matches nearly as well): still far better than a lost
+        # track on the measured clips, but flagged by a halved confidence
+        conf = np.where(unique[:, None], conf, 0.5 * conf)
+        n_amb += int((ok & ~unique).sum())
+        acc = sub[ok]
+        if len(acc) == 0:
+            continue
+        order = np.argsort(acc)
+        a = acc[order]
+        xy_old = np.asarray(out_tracks_2d[a], np.float32)
+        new_xy = uvb[ok][order].astype(np.float32)
+        out_tracks_2d[a] = np.where(np.isfinite(new_xy), new_xy, xy_old)
+        out_visible[a] = vis[ok][order]
+        out_confidence[a] = conf[ok][order].astype(np.float32)
+        out_tracks_3d[a] = np.repeat(Xb[ok][order][:, None], T, 1).astype(np.float32)
+        out_group[a] = -1
+        out_reproj[a] = np.nan
+        kind[a] = 3
+        n_acc += len(a)
+    return {"n_static_by_appearance": int(n_acc), "n_ambiguous_depth": n_amb,
+            "sweep_good_threshold": round(thr_good, 4)}
