@@ -72,6 +72,27 @@ class Progress:
             print("\r\033[K" + text, file=self.stream, flush=True)
 
 
+def stage_of(progress: "Progress | None", name: str, total: int) -> "Stage | NullStage":
+    """``progress.stage(name, total)``, or a silent stand-in when there is no ``progress``."""
+    return progress.stage(name, total) if progress is not None else NullStage(name, total)
+
+
+class NullStage:
+    """A stage that reports nothing: the same calls as :class:`Stage`, for ``progress=None``."""
+
+    def __init__(self, name: str = "", total: int = 0):
+        self.name, self.total, self.done = name, total, 0
+
+    def __enter__(self) -> "NullStage":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        return None
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+
+
 class Stage:
     def __init__(self, progress: Progress, name: str, total: int):
         self.p, self.name, self.total = progress, name, total

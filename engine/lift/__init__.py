@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from ..solve.camera import project
+from ..progress import stage_of
 
 
 def _static_projector(Xs: np.ndarray, c2w: np.ndarray, K: np.ndarray, image_size):
@@ -80,9 +81,8 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     single: list[np.ndarray] = []
     st_err: list[np.ndarray] = []
     n_chunks = (N + chunk - 1) // chunk
-    stage = progress.stage("lift", total=n_chunks + 2) if progress is not None else None
-    if stage is not None:
-        stage.__enter__()
+    stage = stage_of(progress, "lift", total=n_chunks + 2)
+    stage.__enter__()
     try:
         for s in range(0, N, chunk):
             sl = slice(s, min(N, s + chunk))
@@ -100,8 +100,7 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
             st_err.append(rms[static])
             dyn.append(s + np.flatnonzero(~static & (nv >= 2)))
             single.append(s + np.flatnonzero(nv < 2))
-            if stage is not None:
-                stage.advance()
+            stage.advance()
         dyn_ids = np.concatenate(dyn) if dyn else np.zeros(0, int)
         single_ids = np.concatenate(single) if single else np.zeros(0, int)
         groups = []
@@ -111,8 +110,7 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
             vis_s = np.asarray(visible[sub]).astype(bool)
             xy_s = undistort_tracks(np.asarray(tracks_2d[sub]), vis_s, K, dist)
             groups, _ = find_groups(xy_s, vis_s, K, c2w, sigma, static_fn, progress=progress)
-        if stage is not None:
-            stage.advance()
+        stage.advance()
         n_rigid = len(groups)
         nonrigid_id = n_rigid
         dyn_err, n_nonrigid = [], 0
@@ -148,11 +146,9 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
             xy_u = undistort_tracks(np.asarray(tracks_2d[single_ids]), vis, K, dist)
             X3 = lift_nonrigid(xy_u, vis, K, c2w, static_fn, default_depth)
             out_tracks_3d[single_ids] = X3.astype(np.float32)
-        if stage is not None:
-            stage.advance()
+        stage.advance()
     finally:
-        if stage is not None:
-            stage.__exit__(None, None, None)
+        stage.__exit__(None, None, None)
     st_err = np.concatenate(st_err) if st_err else np.zeros(0)
     dyn_err = np.concatenate(dyn_err) if dyn_err else np.zeros(0)
     rep = {

@@ -40,6 +40,7 @@ import numpy as np
 from ..lift.static import undistort_tracks
 from ..solve.camera import project, undistort_points
 from .static import fit_static
+from ..progress import stage_of
 
 MIN_INLIER_FRACTION = 0.3   # of the tracker's visible frames, for a track to be re-fitted static
 MIN_INLIERS = 3
@@ -111,9 +112,8 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     clean = np.zeros((N, T), bool)
     agree = np.zeros((N, T), bool)
     n_chunks = -(-N // chunk)
-    stage = progress.stage("refine", total=n_chunks + 1) if progress is not None else None
-    if stage is not None:
-        stage.__enter__()
+    stage = stage_of(progress, "refine", total=n_chunks + 1)
+    stage.__enter__()
     try:
         for s in range(0, N, chunk):
             sl = slice(s, min(N, s + chunk))
@@ -165,8 +165,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             rms = np.where(ninl > 0, np.sqrt(np.where(inl, res ** 2, 0).sum(1) / np.maximum(ninl, 1)),
                            np.nan)
             out_reproj[sl] = np.where(st, rms, err).astype(np.float32)
-            if stage is not None:
-                stage.advance()
+            stage.advance()
         report = {
             "tau_px": round(tau, 3), "depth_search": [round(near, 4), round(far, 4)],
             "n_static": int((kind == 1).sum()), "n_rigid": int((kind == 2).sum()),
@@ -191,11 +190,9 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             report.pop("_good_threshold", None)
         else:
             report["visibility"] = "geometry only (no footage)" if footage is None else "geometry"
-        if stage is not None:
-            stage.advance()
+        stage.advance()
     finally:
-        if stage is not None:
-            stage.__exit__(None, None, None)
+        stage.__exit__(None, None, None)
     report["n_tracker_kept"] = int((kind == 0).sum())
     report["seconds"] = round(time.monotonic() - t_start, 3)
     return RefineResult(refined=kind > 0, kind=kind, clean_visible=clean, report=report)

@@ -18,6 +18,7 @@ from .models import estimate_noise, focal_from_fundamentals, gric_pair
 from .rotation import SPHERE_RADIUS, solve_rotation
 from .segment import frame_pairs, multibody_labels, rigid_bodies, static_belief
 from .select import select_keyframes, select_tracks
+from ..progress import stage_of
 
 MIN_FRAMES = 2
 DIST_MODELS = {"none": 0, "k1": 1, "k1k2": 2}
@@ -64,13 +65,11 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
     """
     t_start = time.monotonic()
     timings: dict[str, float] = {}
-    stage = progress.stage("solve", total=4) if progress is not None else None
-    if stage is not None:
-        stage.__enter__()
+    stage = stage_of(progress, "solve", total=4)
+    stage.__enter__()
 
     def step():
-        if stage is not None:
-            stage.advance()
+        stage.advance()
     warnings: list[str] = []
     W, H = image_size
     N, T = visible.shape[:2]
@@ -287,8 +286,7 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
         warnings.append(f"high reprojection error ({result['median']:.2f} px median): check the "
                         "tracks, lens distortion or rolling shutter")
     timings["total"] = time.monotonic() - t_start
-    if stage is not None:
-        stage.__exit__(None, None, None)
+    stage.__exit__(None, None, None)
     return CameraSolution(c2w, K, dist, mode, ids, sample_static, sample_points, sigma, report)
 
 

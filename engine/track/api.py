@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from ..decode import Footage, open_footage
-from ..progress import Progress
+from ..progress import Progress, stage_of
 from ..trackfile import TrackFileWriter, make_metadata
 from .field import FieldSettings
 from .frames import FrameStore
@@ -220,15 +220,14 @@ def _plan_and_run(store: FrameStore, footage: Footage, q: np.ndarray, dense: boo
     anchors: dict[int, AnchorField] = {}
     pred_work = _wrap_predict(predict, footage)
     check = progress.check if progress is not None else None
-    stage = progress.stage("track", T) if progress is not None else None
-    if stage:
-        stage.__enter__()
+    stage = stage_of(progress, "track", T)
+    stage.__enter__()
 
     def add_anchor(a: int) -> AnchorField:
-        if stage and anchors:
+        if anchors:
             stage.total += T
         f = AnchorField(store, a, scratch)
-        f.run(store, cfg, pred_work, check, stage.advance if stage else (lambda: None))
+        f.run(store, cfg, pred_work, check, stage.advance)
         anchors[a] = f
         return f
 
@@ -259,8 +258,7 @@ def _plan_and_run(store: FrameStore, footage: Footage, q: np.ndarray, dense: boo
             add_anchor(t_new)
             xy = pix.astype(np.float32)
             extra_q.append((t_new, xy))
-    if stage:
-        stage.__exit__(None, None, None)
+    stage.__exit__(None, None, None)
     if extra_q:
         qs, us, ass = [q], [u], [assign]
         for t_new, xy in extra_q:

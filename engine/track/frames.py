@@ -19,6 +19,7 @@ import numpy as np
 
 from ..decode import Footage
 from ..match.ops import Kernels, n_levels, resize_flow
+from ..progress import stage_of
 
 
 class FrameStore:
@@ -47,18 +48,15 @@ class FrameStore:
 
     def _fill(self, progress) -> None:
         n = 0
-        stage = progress.stage("decode", self.T) if progress is not None else None
-        if stage:
-            stage.__enter__()
+        stage = stage_of(progress, "decode", self.T)
+        stage.__enter__()
         for t, frame in enumerate(self.footage.frames()):
             if t >= self.T:
                 break
             self.rgb[t] = frame
             n += 1
-            if stage:
-                stage.advance()
-        if stage:
-            stage.__exit__(None, None, None)
+            stage.advance()
+        stage.__exit__(None, None, None)
         if n < self.T:
             from ..decode import DecodeError
 

@@ -62,3 +62,14 @@ def test_bar_mode_on_tty_like_stream():
     assert "ETA" in s.getvalue() and "2/2" in s.getvalue()
     with pytest.raises(ValueError):
         Progress(mode="fancy")
+
+
+def test_stage_of_without_progress_is_silent():
+    from engine.progress import NullStage, Stage, stage_of
+
+    with stage_of(None, "lift", 3) as st:
+        assert isinstance(st, NullStage)
+        st.advance(2)
+        st.total += 1
+    assert st.done == 2 and st.total == 4
+    assert isinstance(stage_of(Progress(mode="quiet"), "lift", 3), Stage)
