@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     md = render_markdown(a.suite, methods, results, real, command, time.perf_counter() - t0, only)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(md)
+    out.write_text(md + kept_section(out))
     blob = {"suite": a.suite, "methods": methods, "machine": machine_info(), "command": command,
             "results": _jsonable(results)}
     if real is not None:
@@ -621,6 +621,18 @@ def main(argv: list[str] | None = None) -> int:
     out.with_suffix(".json").write_text(json.dumps(blob, indent=1, default=_json_default))
     print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+KEEP_MARKER = "<!-- measurements below are not produced by benchmarks.run; it keeps them -->"
+
+
+def kept_section(path: Path) -> str:
+    """The hand-recorded part of an earlier report (from KEEP_MARKER on), kept across re-runs."""
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    i = text.find(KEEP_MARKER)
+    return "" if i < 0 else "\n" + text[i:]
 
 
 def _json_default(o):

@@ -100,3 +100,11 @@ def test_reuse_takes_the_recorded_output_and_cost(tmp_path):
     assert first.out.stat().st_mtime_ns == stamp  # not run again
     fresh = H.run_method("dis", clip)  # without reuse it runs again
     assert fresh.ok and fresh.out.stat().st_mtime_ns != stamp
+
+
+def test_report_keeps_the_hand_recorded_section(tmp_path):
+    out = tmp_path / "B.md"
+    assert H.kept_section(out) == ""
+    out.write_text("# old tables\n" + H.KEEP_MARKER + "\n## GPU run\n| a | b |\n")
+    assert H.kept_section(out).startswith("\n" + H.KEEP_MARKER)
+    assert "## GPU run" in H.kept_section(out) and "old tables" not in H.kept_section(out)
