@@ -45,7 +45,7 @@ def test_zip_layout(built_zip):
     assert any(n.startswith("wheels/opencv_python_headless-") for n in names)
     assert not any(n.startswith("wheels/torch") for n in names), "torch must never be bundled"
     assert "__init__.py" in names and "engine/trackfile.py" in names
-    for excluded in ("tests/", "benchmarks/", "tools/", ".ci/", "samples/", ".venv/"):
+    for excluded in ("tests/", "benchmarks/", "tools/", ".ci/", "samples/", ".venv/", "BENCHMARKS"):
         assert not any(n.startswith(excluded) for n in names), excluded
 
 
