@@ -80,13 +80,15 @@ def choose_tracks(context, clip, data) -> np.ndarray:
 
     ws = context.scene.worldtrack
     group = None if ws.group == -2 else ws.group
+    from .camera_math import marker_to_pixels
+
     t = current_t(context.scene, clip, data)
     W, H = data.image_size
     if ws.select_mode == "RELIABLE":
-        spread = 0.5 * np.sqrt(W * H / max(1, ws.count))
-        return selection.most_reliable(data, ws.count, group, spread_px=spread)
+        return selection.most_reliable(data, ws.count, group,
+                                       spread_px=selection.frame_spread_px(data, ws.count))
     if ws.select_mode == "CURSOR":
-        cx, cy = ws.cursor[0] * W - 0.5, (1.0 - ws.cursor[1]) * H - 0.5
+        cx, cy = marker_to_pixels(ws.cursor[:2], W, H)
         return selection.in_circle(data, t, (cx, cy), ws.radius, group, ws.count)
     # SELECTED: around the selected native tracks' markers at this clip frame.
     from .build import frame_map
@@ -99,7 +101,7 @@ def choose_tracks(context, clip, data) -> np.ndarray:
         m = tr.markers.find_frame(cf)
         if m is None or m.mute:
             continue
-        cx, cy = m.co[0] * W - 0.5, (1.0 - m.co[1]) * H - 0.5
+        cx, cy = marker_to_pixels(m.co[:2], W, H)
         ids.append(selection.in_circle(data, t, (cx, cy), ws.radius, group, ws.count))
     return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
 

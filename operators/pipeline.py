@@ -50,8 +50,7 @@ def build_demo_scene(scene: bpy.types.Scene, clip: bpy.types.MovieClip | None, d
     summary["camera"] = cam.name
 
     t0 = time.perf_counter()
-    W, H = data.image_size
-    ids = selection.most_reliable(data, n_empties, spread_px=0.5 * np.sqrt(W * H / max(1, n_empties)))
+    ids = selection.most_reliable(data, n_empties, spread_px=selection.frame_spread_px(data, n_empties))
     coll = build.create_empties(scene, data, ids, clip=clip)
     t["empties"] = time.perf_counter() - t0
     summary["empties"] = len(coll.objects)

@@ -144,8 +144,6 @@ class WORLDTRACK_OT_export_tracks(bpy.types.Operator):
         return common.poll_result(cls, context)
 
     def execute(self, context):
-        import numpy as np
-
         from . import build, selection
 
         clip = common.active_clip(context)
@@ -153,9 +151,8 @@ class WORLDTRACK_OT_export_tracks(bpy.types.Operator):
         try:
             data = common.load_result(clip)
             if ws.select_mode == "RELIABLE":
-                W, H = data.image_size
                 ids = selection.most_reliable(data, ws.export_count, None if ws.group == -2 else ws.group,
-                                              spread_px=0.5 * np.sqrt(W * H / ws.export_count))
+                                              spread_px=selection.frame_spread_px(data, ws.export_count))
             else:
                 ids = common.choose_tracks(context, clip, data)[:ws.export_count]
             names = build.export_native_tracks(clip, data, ids)

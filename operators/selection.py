@@ -31,6 +31,12 @@ def _group_mask(data, group: int | None) -> np.ndarray:
     return np.asarray(data.group) == group
 
 
+def frame_spread_px(data, n: int) -> float:
+    """Spacing (px) at which ``n`` chosen tracks would tile the frame: half a tile's side."""
+    W, H = data.image_size
+    return 0.5 * float(np.sqrt(W * H / max(1, n)))
+
+
 def most_reliable(data, n: int, group: int | None = None, spread_px: float = 0.0) -> np.ndarray:
     """Indices of the ``n`` most reliable tracks (optionally of one ``group``).
 
