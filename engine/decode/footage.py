@@ -42,6 +42,15 @@ def _cv2():
     return cv2
 
 
+def _rescale_pixels(xy: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+    """Pixel coordinates (..., 2) at size ``src`` (W, H) -> size ``dst``; pixel centres map to
+    pixel centres (OpenCV convention: the top-left pixel's centre is (0, 0))."""
+    out = np.asarray(xy, dtype=np.float32).copy()
+    out[..., 0] = (out[..., 0] + 0.5) * (dst[0] / src[0]) - 0.5
+    out[..., 1] = (out[..., 1] + 0.5) * (dst[1] / src[1]) - 0.5
+    return out
+
+
 @dataclass
 class Footage:
     """An opened clip. Cheap to create; frames are decoded lazily by :meth:`frames`."""
@@ -70,21 +79,11 @@ class Footage:
 
     def to_input_pixels(self, xy: np.ndarray) -> np.ndarray:
         """Map working-resolution pixel coordinates (..., 2) to input-resolution ones."""
-        sx = self.input_size[0] / self.work_size[0]
-        sy = self.input_size[1] / self.work_size[1]
-        out = np.asarray(xy, dtype=np.float32).copy()
-        out[..., 0] = (out[..., 0] + 0.5) * sx - 0.5
-        out[..., 1] = (out[..., 1] + 0.5) * sy - 0.5
-        return out
+        return _rescale_pixels(xy, self.work_size, self.input_size)
 
     def to_work_pixels(self, xy: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_input_pixels`."""
-        sx = self.work_size[0] / self.input_size[0]
-        sy = self.work_size[1] / self.input_size[1]
-        out = np.asarray(xy, dtype=np.float32).copy()
-        out[..., 0] = (out[..., 0] + 0.5) * sx - 0.5
-        out[..., 1] = (out[..., 1] + 0.5) * sy - 0.5
-        return out
+        return _rescale_pixels(xy, self.input_size, self.work_size)
 
     def frames(self) -> Iterator[np.ndarray]:
         """Yield each selected frame as uint8 RGB (h, w, 3) at the working resolution."""
