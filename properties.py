@@ -58,9 +58,23 @@ class WorldtrackSceneSettings(bpy.types.PropertyGroup):
         items=[("RELIABLE", "Most Reliable", "The N most reliable tracks, spread over the frame"),
                ("CURSOR", "At 2D Cursor", "Tracks near the Clip Editor's 2D cursor at the current frame"),
                ("SELECTED", "Near Selected Tracks",
-                "Tracks near the selected Blender tracks' markers at the current frame")])
+                "Tracks near the selected Blender tracks' markers at the current frame"),
+               ("REGION", "Inside Drawn Region",
+                "Tracks inside a mask or an annotation lasso drawn on the clip, at the current frame")])
+    region_source: EnumProperty(
+        name="Region", default="AUTO",
+        items=[("AUTO", "Mask or Annotation",
+                "The mask (chosen below or active in the Clip Editor) if it has a closed spline, "
+                "else the clip's annotation strokes"),
+               ("MASK", "Mask", "Closed splines of the chosen mask, or of the Clip Editor's active mask"),
+               ("ANNOTATION", "Annotation",
+                "Strokes drawn on the clip with the Annotate tool, each a closed lasso")])
+    region_mask: PointerProperty(
+        name="Mask", type=bpy.types.Mask,
+        description="Mask whose closed splines make the region (empty: the Clip Editor's active mask)")
     count: IntProperty(name="Count", default=50, min=1, max=100000,
-                       description="How many tracks (most reliable mode; upper bound otherwise)")
+                       description="How many tracks (most reliable mode; an upper bound otherwise: "
+                                   "the nearest around a point, the most reliable in a region)")
     radius: FloatProperty(name="Radius", default=40.0, min=1.0, subtype="PIXEL",
                           description="Region radius around the cursor / selected markers, pixels")
     cursor: FloatVectorProperty(name="2D Cursor", size=2, default=(0.5, 0.5), subtype="XYZ",

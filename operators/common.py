@@ -72,8 +72,10 @@ def current_t(scene, clip, data) -> int:
     return frame_map(data, clip).t_of_scene_frame(scene.frame_current)
 
 
-def choose_tracks(context, clip, data) -> np.ndarray:
-    """Track indices chosen by ``scene.worldtrack`` (mode, count, radius, group)."""
+def choose_tracks(context, clip, data, notes: list[str] | None = None) -> np.ndarray:
+    """Track indices chosen by ``scene.worldtrack`` (mode, count, radius, region, group), at the
+    scene's current frame. Warnings worth telling the artist (e.g. a mask parented to tracks) are
+    appended to ``notes``. Raises ``regions.RegionError`` when the region mode finds nothing drawn."""
     import numpy as np
 
     from . import selection
@@ -90,6 +92,13 @@ def choose_tracks(context, clip, data) -> np.ndarray:
     if ws.select_mode == "CURSOR":
         cx, cy = marker_to_pixels(ws.cursor[:2], W, H)
         return selection.in_circle(data, t, (cx, cy), ws.radius, group, ws.count)
+    if ws.select_mode == "REGION":
+        from . import regions
+
+        region = regions.read_region(context, clip, (W, H), ws.region_source, ws.region_mask)
+        if notes is not None:
+            notes.extend(region.warnings)
+        return selection.in_area(data, t, region.contains, group, ws.count)
     # SELECTED: around the selected native tracks' markers at this clip frame.
     from .build import frame_map
 
@@ -104,6 +113,20 @@ def choose_tracks(context, clip, data) -> np.ndarray:
         cx, cy = marker_to_pixels(m.co[:2], W, H)
         ids.append(selection.in_circle(data, t, (cx, cy), ws.radius, group, ws.count))
     return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+
+
+def no_tracks_message(context) -> str:
+    """Why a choice came out empty, in the artist's terms."""
+    mode = context.scene.worldtrack.select_mode
+    if mode == "REGION":
+        return "No tracks inside the drawn region at this frame (draw it over tracked footage, " \
+               "check the Group, or try another frame)"
+    return "No tracks match (try another mode, a larger radius or another frame)"
+
+
+def report_notes(op, notes: list[str]) -> None:
+    for n in notes:
+        op.report({"WARNING"}, n)
 
 
 def report_error(op, exc: BaseException, clip=None) -> set[str]:

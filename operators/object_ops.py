@@ -23,14 +23,16 @@ class WORLDTRACK_OT_create_empties(bpy.types.Operator):
         from . import build
 
         clip = common.active_clip(context)
+        notes: list[str] = []
         try:
             data = common.load_result(clip)
-            ids = common.choose_tracks(context, clip, data)
+            ids = common.choose_tracks(context, clip, data, notes)
             if len(ids) == 0:
-                raise ValueError("No tracks match (try another mode, a larger radius or another frame)")
+                raise ValueError(common.no_tracks_message(context))
             coll = build.create_empties(context.scene, data, ids, clip=clip)
         except Exception as e:  # noqa: BLE001
             return common.report_error(self, e, clip)
+        common.report_notes(self, notes)
         self.report({"INFO"}, f"{len(ids)} empties in collection '{coll.name}'")
         return {"FINISHED"}
 
@@ -50,16 +52,20 @@ class WORLDTRACK_OT_create_point_cache(bpy.types.Operator):
         from . import build, track
 
         clip = common.active_clip(context)
+        notes: list[str] = []
         try:
             data = common.load_result(clip)
             ids = None if context.scene.worldtrack.point_cache_all else \
-                common.choose_tracks(context, clip, data)
+                common.choose_tracks(context, clip, data, notes)
+            if ids is not None and len(ids) == 0:
+                raise ValueError(common.no_tracks_message(context))
             root = track.cache_root(context, clip)
             safe = bpy.path.clean_name(clip.name)
             path = Path(root) / f"{safe}_points.pc2"
             ob = build.create_point_cache_mesh(context.scene, data, ids, path, clip=clip)
         except Exception as e:  # noqa: BLE001
             return common.report_error(self, e, clip)
+        common.report_notes(self, notes)
         t = ob["worldtrack_timings"]
         self.report({"INFO"}, f"{len(ob.data.vertices)} points: cache {t['write_pc2_s']:.1f} s, "
                               f"mesh {t['mesh_s']:.1f} s")
@@ -67,7 +73,7 @@ class WORLDTRACK_OT_create_point_cache(bpy.types.Operator):
 
 
 class WORLDTRACK_OT_attach_to_surface(bpy.types.Operator):
-    """Glue the selected objects to the surface at the chosen region (rigid motion of its tracks)"""
+    """Glue the selected objects to the surface at the chosen tracks (2D cursor, selected tracks or drawn region)"""
 
     bl_idname = "worldtrack.attach_to_surface"
     bl_label = "Attach to Surface"
@@ -78,7 +84,8 @@ class WORLDTRACK_OT_attach_to_surface(bpy.types.Operator):
         if not common.poll_result(cls, context):
             return False
         if context.scene.worldtrack.select_mode == "RELIABLE":
-            cls.poll_message_set("Pick the surface: set Tracks to 'At 2D Cursor' or 'Near Selected Tracks'")
+            cls.poll_message_set("Pick the surface: set Tracks to 'At 2D Cursor', 'Near Selected Tracks' "
+                                 "or 'Inside Drawn Region'")
             return False
         return True
 
@@ -86,13 +93,17 @@ class WORLDTRACK_OT_attach_to_surface(bpy.types.Operator):
         from . import build
 
         clip = common.active_clip(context)
+        notes: list[str] = []
         try:
             data = common.load_result(clip)
-            ids = common.choose_tracks(context, clip, data)
+            ids = common.choose_tracks(context, clip, data, notes)
+            if len(ids) == 0:
+                raise ValueError(common.no_tracks_message(context))
             objs = [o for o in context.selected_objects if "worldtrack_root" not in o]
             ob = build.attach_to_surface(context.scene, data, ids, objs, clip=clip)
         except Exception as e:  # noqa: BLE001
             return common.report_error(self, e, clip)
+        common.report_notes(self, notes)
         self.report({"INFO"}, f"'{ob.name}' follows {len(ids)} tracks; {len(objs)} objects attached")
         return {"FINISHED"}
 

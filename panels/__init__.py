@@ -71,10 +71,14 @@ def draw_selection(layout, scene) -> None:
     layout.prop(ws, "select_mode", text="")
     col = layout.column(align=True)
     col.prop(ws, "count")
-    if ws.select_mode != "RELIABLE":
+    if ws.select_mode in ("CURSOR", "SELECTED"):
         col.prop(ws, "radius")
     if ws.select_mode == "CURSOR":
         col.prop(ws, "cursor", text="")
+    if ws.select_mode == "REGION":
+        col.prop(ws, "region_source", text="")
+        if ws.region_source != "ANNOTATION":
+            col.prop(ws, "region_mask")
     col.prop(ws, "group")
 
 
