@@ -11,7 +11,7 @@ import sys
 EXPECTED_OPERATORS = ["WORLDTRACK_OT_track_clip", "WORLDTRACK_OT_solve_camera",
                       "WORLDTRACK_OT_create_empties", "WORLDTRACK_OT_create_point_cache",
                       "WORLDTRACK_OT_attach_to_surface"]
-HEAVY = ("cv2", "onnxruntime", "pycolmap", "scipy")
+HEAVY = ("cv2", "onnxruntime", "scipy")
 PKG = "worldtrack"
 result: dict = {}
 
@@ -59,12 +59,11 @@ def main() -> None:
     engine = importlib.import_module(f"{mod_name}.engine")
     import cv2
     import onnxruntime
-    import pycolmap
     import scipy
-    for m in (cv2, onnxruntime, pycolmap, scipy):
+    for m in (cv2, onnxruntime, scipy):
         check(os.path.realpath(m.__file__).startswith(os.path.realpath(ext_root)),
               f"{m.__name__} imported from {m.__file__}, not from the bundled wheels")
-    result["wheels"] = {m.__name__: m.__version__ for m in (cv2, onnxruntime, pycolmap, scipy)}
+    result["wheels"] = {m.__name__: m.__version__ for m in (cv2, onnxruntime, scipy)}
     tf = importlib.import_module(f"{mod_name}.engine.trackfile")
     check(tf.FORMAT_VERSION >= 1, "engine.trackfile not importable")
     try:

@@ -29,7 +29,7 @@ worldtrack.register(); worldtrack.register()
 t_reg = time.perf_counter() - t0
 ops = sorted(n for n in dir(bpy.types) if n.startswith("WORLDTRACK_OT_"))
 pts = sorted(n for n in dir(bpy.types) if n.startswith("WORLDTRACK_PT_"))
-heavy = [m for m in ("cv2", "onnxruntime", "pycolmap", "scipy", "worldtrack.engine.trackfile",
+heavy = [m for m in ("cv2", "onnxruntime", "scipy", "worldtrack.engine.trackfile",
                      "worldtrack.operators.build") if m in sys.modules]
 props = hasattr(bpy.types.Scene, "worldtrack") and hasattr(bpy.types.MovieClip, "worldtrack")
 worldtrack.unregister(); worldtrack.unregister()
@@ -185,7 +185,7 @@ p = prefs.get(bpy.context)
 res["prefs"] = type(p).__name__
 p.device = "CPU"
 res["cache"] = str(import_module(name + ".operators.blscene").default_cache_dir())
-res["heavy"] = [m for m in ("cv2", "onnxruntime", "pycolmap", "scipy") if m in sys.modules]
+res["heavy"] = [m for m in ("cv2", "onnxruntime", "scipy") if m in sys.modules]
 res["detect"] = list(bpy.ops.worldtrack.detect_device())
 res["detected"] = prefs.DETECTED.get("message", "")
 addon_utils.disable(name, default_set=True)
