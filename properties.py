@@ -50,6 +50,8 @@ class WorldtrackClipSettings(bpy.types.PropertyGroup):
     ground_truth: BoolProperty(name="Ground Truth",
                                description="The result is a generator's ground truth, not an estimate")
     last_error: StringProperty(name="Last Error", description="Why the last run failed")
+    solve_warnings: StringProperty(name="Solve Warnings",
+                                   description="Warnings of the last camera solve, one per line")
 
 
 class WorldtrackSceneSettings(bpy.types.PropertyGroup):

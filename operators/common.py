@@ -58,12 +58,19 @@ def set_result(clip: bpy.types.MovieClip, path: Path, data, key: str = "") -> No
     keys = ("reproj_rms_px", "reproj_error_px", "mean_reproj_error_px", "rms_px", "rms")
     err = next((solve[k] for k in keys if k in solve), None)
     st.solve_error = float(err) if isinstance(err, (int, float)) else -1.0
+    st.solve_warnings = "\n".join(str(w) for w in solve.get("warnings") or [])
     timings = data.metadata.get("timings") or {}
     total = timings.get("total")
     st.time_s = float(total) if isinstance(total, (int, float)) else \
         float(sum(v for v in timings.values() if isinstance(v, (int, float))))
     st.ground_truth = bool(data.metadata.get("ground_truth", False))
     st.last_error = ""
+
+
+def report_solve_warnings(op, clip) -> None:
+    """Pass the solve's warnings (e.g. a weakly constrained focal length) on to the user."""
+    for w in clip.worldtrack.solve_warnings.splitlines():
+        op.report({"WARNING"}, f"Solve: {w}")
 
 
 def current_t(scene, clip, data) -> int:

@@ -77,6 +77,41 @@ def find_cached(cache_root: str | os.PathLike, key: str) -> Path | None:
     return p if p.is_file() else None
 
 
+# ------------------------------------------------------------------------------- colour spaces
+#: Blender colour space name (``clip.colorspace_settings.name``) -> the engine's ``--colorspace``.
+#: Names of Blender 4.2 LTS and 5.x (and the 3.x ones: "Linear", "Raw", "XYZ", ...). Display and
+#: log encodings are used as they are ("srgb": their values are already perceptually spaced);
+#: scene-linear spaces get the sRGB curve ("linear"); data is only normalised ("raw"). Any other
+#: name (a studio OCIO config) falls back to "auto" with a note in the job log.
+COLORSPACE_MAP: dict[str, str] = {
+    # display-referred / log encodings: the values are used as they are
+    "sRGB": "srgb", "Display P3": "srgb", "Rec.1886": "srgb", "Rec.2020": "srgb",
+    "Rec.2100-HLG": "srgb", "Rec.2100-PQ": "srgb", "Filmic sRGB": "srgb", "Filmic Log": "srgb",
+    "AgX Base sRGB": "srgb", "AgX Base Display P3": "srgb", "AgX Base Rec.1886": "srgb",
+    "AgX Base Rec.2020": "srgb", "AgX Log": "srgb", "ACES 1.3 sRGB": "srgb",
+    "ACES 2.0 sRGB": "srgb", "Khronos PBR Neutral sRGB": "srgb", "ACEScc": "srgb",
+    "ACEScct": "srgb",
+    # scene-linear light: the sRGB OETF is applied before tracking
+    "Linear Rec.709": "linear", "Linear Rec.2020": "linear", "Linear CIE-XYZ D65": "linear",
+    "Linear CIE-XYZ E": "linear", "Linear DCI-P3 D65": "linear",
+    "Linear FilmLight E-Gamut": "linear", "ACEScg": "linear", "ACES2065-1": "linear",
+    "scene_linear": "linear", "Linear": "linear", "Linear ACES": "linear",
+    "Linear ACEScg": "linear", "XYZ": "linear",
+    # non-colour data
+    "Non-Color": "raw", "Raw": "raw",
+}
+
+
+def engine_colorspace(name: str) -> tuple[str, str | None]:
+    """The engine's ``--colorspace`` for a Blender colour space name, and a note for the job log
+    when the name is not in :data:`COLORSPACE_MAP` (then ``"auto"``: the engine's own guess)."""
+    mode = COLORSPACE_MAP.get(name)
+    if mode is not None:
+        return mode, None
+    return "auto", (f"colour space {name!r} is not one Worldtrack knows; the engine guesses "
+                    "(8/16-bit as display-referred, float as linear)")
+
+
 # ------------------------------------------------------------------------------------ commands
 def subprocess_env() -> dict[str, str]:
     """Environment for the engine process: ``engine`` importable from the extension folder, and
@@ -93,8 +128,11 @@ def engine_steps(clip_path: str, work: Path, settings: dict, python: str | None 
 
     ``settings``: ``start``/``end`` (footage frame numbers, inclusive), ``grid`` (track every
     grid-th input pixel of the first frame), ``max_size`` (working resolution, longest side px),
-    ``device`` (auto / cuda / cpu); for the solve ``zoom`` (bool), ``distortion``
-    (none / k1 / k1k2) and optionally a known lens ``focal_mm`` + ``sensor_width_mm``.
+    ``device`` (auto / cuda / cpu), optionally ``colorspace`` (auto / srgb / linear / raw, see
+    :func:`engine_colorspace`) and ``memory_limit_mb`` (the preference, MiB; passed to both
+    steps, not part of the cache key: it does not change the result beyond float rounding);
+    for the solve ``zoom`` (bool), ``distortion`` (none / k1 / k1k2) and optionally a known
+    lens ``focal_mm`` + ``sensor_width_mm``.
     """
     py = python or sys.executable
     tracks = str(work / "tracks.npz")
@@ -102,8 +140,14 @@ def engine_steps(clip_path: str, work: Path, settings: dict, python: str | None 
              "--frames", f"{settings['start']}:{settings['end']}", "--grid", str(settings["grid"]),
              "--max-side", str(settings["max_size"]), "--device", settings.get("device", "auto"),
              "--progress", "lines"]
+    if settings.get("colorspace"):
+        track += ["--colorspace", settings["colorspace"]]
     solve = [py, "-m", "engine", "solve", tracks, "--out", str(work / RESULT_NAME),
              "--distortion", settings.get("distortion", "none"), "--progress", "lines"]
+    if settings.get("memory_limit_mb"):
+        mem = ["--memory-limit", str(int(settings["memory_limit_mb"]))]
+        track += mem
+        solve += mem
     if settings.get("zoom"):
         solve.append("--zoom")
     if settings.get("focal_mm"):
@@ -116,11 +160,13 @@ class EngineJob:
     """Run ``steps`` (argv lists; ``{work}`` in an argument is replaced by the work folder).
 
     States: ``idle`` → ``running`` → ``done`` | ``failed`` | ``cancelled``. Thread-safe reads of
-    ``state``, ``progress`` (latest parsed progress record), ``messages`` and ``error``.
+    ``state``, ``progress`` (latest parsed progress record), ``messages`` (the job log: the
+    caller's ``notes`` first, then the engine's messages) and ``error``.
     """
 
     def __init__(self, steps: Sequence[Sequence[str]], cache_root: str | os.PathLike, key: str,
-                 env: dict[str, str] | None = None, info: dict | None = None):
+                 env: dict[str, str] | None = None, info: dict | None = None,
+                 notes: Sequence[str] = ()):
         self.steps = [list(s) for s in steps]
         self.cache_root = Path(cache_root)
         self.key = key
@@ -129,7 +175,7 @@ class EngineJob:
         self.state = "idle"
         self.progress: dict = {}
         self.step_index = 0
-        self.messages: list[str] = []
+        self.messages: list[str] = list(notes)  # job log: the notes, then the engine's messages
         self.tail: deque[str] = deque(maxlen=40)
         self.error = ""
         self.result_path: Path | None = None
@@ -204,7 +250,8 @@ class EngineJob:
             if not (self.work / RESULT_NAME).is_file():
                 raise RuntimeError(f"the engine finished without writing {RESULT_NAME}")
             self.step_index = len(self.steps)
-            (self.work / JOB_INFO).write_text(json.dumps(self.info, indent=1, default=str))
+            (self.work / JOB_INFO).write_text(json.dumps({**self.info, "log": self.messages},
+                                                         indent=1, default=str))
             self.result_path = self._publish()
             self.finished_at = time.monotonic()
             self.state = "done"

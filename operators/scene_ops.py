@@ -42,6 +42,7 @@ class WORLDTRACK_OT_solve_camera(bpy.types.Operator):
         st = clip.worldtrack
         err = f", solve error {st.solve_error:.2f} px" if st.solve_error >= 0 else ""
         self.report({"INFO"}, f"Camera '{ob.name}' keyed over {data.n_frames} frames{err}")
+        common.report_solve_warnings(self, clip)
         return {"FINISHED"}
 
 

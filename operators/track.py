@@ -29,9 +29,15 @@ def engine_input(clip: bpy.types.MovieClip) -> str:
     return str(path.with_name(stem[:-digits] + "#" * digits + path.suffix))
 
 
+#: Settings that change how the engine runs, not what it produces: left out of the cache key.
+UNKEYED_SETTINGS = ("device", "memory_limit_mb", "notes")
+
+
 def track_settings(context, clip: bpy.types.MovieClip) -> dict:
     """The engine settings for ``clip``: ``start``/``end`` in the engine's footage numbering
-    (0-based index of a movie, file-name number of a sequence), inclusive."""
+    (0-based index of a movie, file-name number of a sequence), inclusive; ``colorspace`` from
+    the clip's colour space (:func:`jobs.engine_colorspace`; ``notes`` says when it was not
+    recognised); ``memory_limit_mb`` from the add-on preference (GiB -> MiB)."""
     from .build import footage_base
 
     st = clip.worldtrack
@@ -39,9 +45,12 @@ def track_settings(context, clip: bpy.types.MovieClip) -> dict:
     c0, c1 = (st.frame_start, st.frame_end) if st.use_frame_range else (1, clip.frame_duration)
     c1 = max(c0, min(c1, clip.frame_duration))
     off = clip.frame_offset + footage_base(clip)
+    colorspace, note = jobs.engine_colorspace(clip.colorspace_settings.name)
     out = {"start": c0 - 1 + off, "end": c1 - 1 + off, "grid": st.grid, "max_size": st.max_size,
-           "zoom": st.zoom, "distortion": st.distortion.lower(),
-           "device": prefs.device.lower(), "memory_limit_gb": prefs.memory_limit_gb}
+           "zoom": st.zoom, "distortion": st.distortion.lower(), "colorspace": colorspace,
+           "device": prefs.device.lower(),
+           "memory_limit_mb": int(round(float(prefs.memory_limit_gb) * 1024)),
+           "notes": [note] if note else []}
     if st.use_known_focal:
         tc = clip.tracking.camera
         out["focal_mm"], out["sensor_width_mm"] = float(tc.focal_length), float(tc.sensor_width)
@@ -61,7 +70,7 @@ def result_key(context, clip) -> tuple[str, dict]:
     from ..engine import __version__
 
     settings = track_settings(context, clip)
-    keyed = {k: v for k, v in settings.items() if k not in ("device", "memory_limit_gb")}
+    keyed = {k: v for k, v in settings.items() if k not in UNKEYED_SETTINGS}
     h = jobs.footage_hash(clip_footage_path(clip), clip.source)
     return jobs.cache_key(h, keyed, __version__), settings
 
@@ -114,12 +123,16 @@ class WORLDTRACK_OT_track_clip(bpy.types.Operator):
             try:
                 apply_result(clip, cached, key)
                 self.report({"INFO"}, f"Found in cache: {cached}")
+                common.report_solve_warnings(self, clip)
                 return "cached", clip
             except Exception:  # noqa: BLE001 - unreadable cache entry: run again
                 pass
+        for note in settings["notes"]:
+            self.report({"WARNING"}, note)
         steps = jobs.engine_steps(engine_input(clip), Path("{work}"), settings, sys.executable)
         job = jobs.EngineJob(steps, root, key, info={"clip": clip.name, "settings": settings,
-                                                     "footage": str(path)})
+                                                     "footage": str(path)},
+                             notes=settings["notes"])
         jobs.JOBS[clip.name] = job.start()
         return job, clip
 
@@ -133,6 +146,7 @@ class WORLDTRACK_OT_track_clip(bpy.types.Operator):
             secs = job.finished_at - job.started_at
             self.report({"INFO"}, f"Tracked {clip.worldtrack.n_tracks} points over "
                                   f"{clip.worldtrack.n_frames} frames in {secs:.1f} s")
+            common.report_solve_warnings(self, clip)
             return {"FINISHED"}
         if job.state == "cancelled":
             self.report({"WARNING"}, "Tracking cancelled; nothing was changed")

@@ -3,6 +3,8 @@
 greyed out by their operators' poll, with the reason as tooltip."""
 from __future__ import annotations
 
+import textwrap
+
 import bpy
 
 from ..operators import jobs
@@ -37,6 +39,9 @@ def draw_status(layout, clip) -> None:
                   + f"{st.n_tracks} tracks x {st.n_frames} frames", icon="CHECKMARK")
         if st.solve_error >= 0:
             col.label(text=f"Solve error {st.solve_error:.2f} px")
+        for w in st.solve_warnings.splitlines():
+            for i, line in enumerate(textwrap.wrap(w, 42)):
+                col.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
         if st.time_s > 0:
             col.label(text=f"Time {st.time_s:.1f} s")
     if st.last_error:

@@ -13,6 +13,13 @@ re-solves); the best round's cameras are kept. The final pass writes the refined
 visibility (geometry + appearance from the footage via the ONNX kernels), confidence,
 ``tracks_3d`` / ``group`` / ``reproj_error``. ``metadata["solve"]["refine"]`` records every
 round. See :mod:`.tracks` for what "refined" means per track.
+
+Memory: ``memory_limit_mb`` (default: the process-wide limit that ``python -m engine solve
+--memory-limit`` sets, :func:`engine.track.memory.set_process_limit`) sizes the chunks, moves
+the per-track-and-frame work arrays to disk memory maps when they would not fit and releases
+mapped pages after use; the result is the same with and without a limit up to the last bit of
+a few float results (smaller chunks change the length of some vectorised operations).
+:func:`check_memory_limit` fails early when the limit is below the minimum.
 """
 from __future__ import annotations
 
@@ -22,11 +29,56 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["refine_solution", "find_footage", "MAX_ROUNDS"]
+__all__ = ["refine_solution", "find_footage", "check_memory_limit", "refine_minimum_mb",
+           "MAX_ROUNDS"]
 
 MAX_ROUNDS = 2          # re-solves after the first solve
 MIN_GAIN = 0.01         # relative growth of agreeing observations that counts as improvement
 WORK_MAX_SIDE = 640     # appearance descriptors are computed at this working resolution
+#: Refine bytes per pixel at its working resolution: ONNX ``features`` workspace, one frame's
+#: descriptors, the decoded frame (measured ~120 B/px at 640x480 without the arena, rounded up).
+REFINE_BYTES_PER_PX = 160
+
+
+def _footage_colorspace(metadata: dict) -> str:
+    """The colour space the tracker decoded the footage with (``auto`` when not recorded)."""
+    from ..decode import COLORSPACES
+
+    cs = ((metadata.get("engine") or {}).get("settings") or {}).get("colorspace", "auto")
+    return cs if cs in COLORSPACES else "auto"
+
+
+def refine_minimum_mb(image_size: tuple[int, int], max_side: int = WORK_MAX_SIDE,
+                      decode_bytes: int = 0) -> int:
+    """Least memory (MiB) the refine stage runs in for footage of ``image_size`` (W, H) px;
+    ``decode_bytes``: peak of decoding one input frame (:attr:`engine.decode.Footage.
+    decode_bytes`; frames are decoded while descriptors are computed)."""
+    from ..decode import work_size_for
+    from ..track.memory import BASE_MB, MIB, MIN_BLOCK_MB
+
+    w, h = work_size_for(tuple(image_size), max_side)
+    return int(np.ceil(BASE_MB + (REFINE_BYTES_PER_PX * w * h + decode_bytes) / MIB
+                       + MIN_BLOCK_MB))
+
+
+def check_memory_limit(limit_mb: int | None, trackfile_path, clip=None,
+                       refine: bool = True) -> None:
+    """Validate a memory limit for solving ``trackfile_path`` before any work: raise
+    :class:`engine.track.memory.MemoryLimitError` when it is below what the refine stage needs
+    (its appearance checks decode the footage, ``clip`` or the recorded source, and compute
+    descriptors at up to ``WORK_MAX_SIDE`` px). The track file is only opened, not read."""
+    from ..trackfile import load_trackfile
+    from ..track.memory import MemoryBudget
+
+    budget = MemoryBudget(limit_mb)     # validates the number
+    if limit_mb is None or not refine:
+        return
+    data = load_trackfile(trackfile_path, check=False)
+    footage, _ = find_footage(data.metadata, trackfile_path, clip)
+    need = refine_minimum_mb(data.image_size,
+                             decode_bytes=footage.decode_bytes if footage is not None else 0)
+    budget.require(need, f"refining {data.image_size[0]}x{data.image_size[1]} footage",
+                   "Raise the memory limit, or solve with --no-refine.")
 
 
 def find_footage(metadata: dict, trackfile_path, clip=None, max_side: int = WORK_MAX_SIDE):
@@ -34,7 +86,9 @@ def find_footage(metadata: dict, trackfile_path, clip=None, max_side: int = WORK
     ``metadata["source"]["path"]`` as is or relative to the track file's folder.
 
     Returns (Footage or None, note). None when it is missing, unreadable or does not match the
-    track file's size / frame count (then the refinement uses geometry only).
+    track file's size / frame count (then the refinement uses geometry only). The footage is
+    decoded in the colour space the tracker used (``metadata["engine"]["settings"]
+    ["colorspace"]``, ``auto`` when absent).
     """
     from ..decode import DecodeError, open_footage
 
@@ -45,9 +99,11 @@ def find_footage(metadata: dict, trackfile_path, clip=None, max_side: int = WORK
     if clip is None and not Path(src).is_absolute():
         cands.append(Path(trackfile_path).resolve().parent / src)
     fr = metadata.get("frame_range")
+    cs = _footage_colorspace(metadata)
     for p in cands:
         try:
-            fo = open_footage(p, frames=tuple(fr) if fr else None, max_side=max_side)
+            fo = open_footage(p, frames=tuple(fr) if fr else None, max_side=max_side,
+                              colorspace=cs)
         except DecodeError:
             continue
         W, H = metadata["image_size"]
@@ -59,7 +115,8 @@ def find_footage(metadata: dict, trackfile_path, clip=None, max_side: int = WORK
 
 
 def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, footage,
-                    solve_fn: Callable, max_rounds: int = MAX_ROUNDS, progress=None
+                    solve_fn: Callable, max_rounds: int = MAX_ROUNDS, progress=None,
+                    memory_limit_mb: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Iterate solve -> refine and write the refined tracks into ``out``.
 
@@ -69,39 +126,51 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
     ``confidence`` receive the refined tracks; ``c2w``, ``K``, ``report`` the first solve's result;
     ``solve_fn(visible, out3d, out_group, out_reproj) -> (c2w, K, report)`` re-runs the solve
     (cameras + lift) on the tracker's 2D with another visibility. Returns the kept round's
-    (c2w, K, report) with ``report["refine"]`` filled.
+    (c2w, K, report) with ``report["refine"]`` filled. ``memory_limit_mb``: MiB, default the
+    process-wide limit (None: unlimited); work arrays that do not fit it are memory maps of
+    anonymous temporary files next to ``out.path`` (or in the system's temporary folder).
     """
+    from ..track.memory import MIN_BLOCK_MB, MemoryBudget, make_kernels, process_limit
     from .tracks import refine_tracks
 
     t0 = time.monotonic()
     N, T = data.n_tracks, data.n_frames
+    budget = MemoryBudget(process_limit() if memory_limit_mb is None else memory_limit_mb)
+    if budget.limited:
+        budget.fixed_mb = refine_minimum_mb(
+            data.image_size, decode_bytes=footage.decode_bytes if footage is not None else 0
+        ) - MIN_BLOCK_MB
+    parent = Path(out.path).parent if getattr(out, "path", None) is not None else None
+    work = parent if parent is not None and parent.is_dir() else None
+    # arena-less ONNX sessions with a limit; the shared default sessions otherwise
+    kernels = make_kernels("auto", None, budget) if budget.limited else None
     best = {"c2w": c2w, "K": K, "report": report,
-            "lift": (np.array(out["tracks_3d"]), np.array(out["group"]),
-                     np.array(out["reproj_error"]))}
+            "lift": tuple(_copy(out[n], budget, work)
+                          for n in ("tracks_3d", "group", "reproj_error"))}
     # geometry-only passes write into scratch arrays (the final pass writes ``out``)
-    scratch = {"tracks_2d": np.empty((N, T, 2), np.float32), "visible": np.empty((N, T), bool),
-               "confidence": np.empty((N, T), np.float32),
-               "tracks_3d": np.empty((N, T, 3), np.float32), "group": np.empty(N, np.int32),
-               "reproj_error": np.empty(N, np.float32)}
+    scratch = {n: budget.array(shape, dt, work) for n, shape, dt in (
+        ("tracks_2d", (N, T, 2), np.float32), ("visible", (N, T), bool),
+        ("confidence", (N, T), np.float32), ("tracks_3d", (N, T, 3), np.float32),
+        ("group", (N,), np.int32), ("reproj_error", (N,), np.float32))}
 
     def geometry_pass(sol):
         lift3d, grp, rep = sol["lift"]
         r = sol["report"]
-        return refine_tracks(data.tracks_2d, data.visible, data.confidence, data.query, lift3d,
-                             grp, rep, sol["c2w"], sol["K"], _dist(r), r["mode"],
+        return refine_tracks(data.tracks_2d, data.visible, data.confidence, data.query,
+                             lift3d, grp, rep, sol["c2w"], sol["K"], _dist(r), r["mode"],
                              r.get("noise_sigma_px", 1.0), data.image_size, _rigid_ids(r),
                              scratch["tracks_2d"], scratch["visible"], scratch["confidence"],
                              scratch["tracks_3d"], scratch["group"], scratch["reproj_error"],
-                             footage=None, progress=progress)
+                             footage=None, progress=progress, budget=budget, work_dir=work)
 
     res = geometry_pass(best)
     rounds = [_round_entry(0, best["report"], res, True)]
     for r_i in range(1, max_rounds + 1):
         if progress is not None:
             progress.check()
-        o3 = np.empty((N, T, 3), np.float32)
-        og = np.empty(N, np.int32)
-        orr = np.empty(N, np.float32)
+        o3 = budget.array((N, T, 3), np.float32, work)
+        og = budget.array((N,), np.int32, work)
+        orr = budget.array((N,), np.float32, work)
         try:
             c2w_n, K_n, rep_n = solve_fn(res.clean_visible, o3, og, orr)
         except Exception as e:   # SolveError on the cleaned tracks: keep what we have
@@ -111,7 +180,8 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
             break
         cand = {"c2w": c2w_n, "K": K_n, "report": rep_n, "lift": (o3, og, orr)}
         res_n = geometry_pass(cand)
-        gain = res_n.report["agreeing_observations"] / max(1, res.report["agreeing_observations"])
+        gain = (res_n.report["agreeing_observations"]
+                / max(1, res.report["agreeing_observations"]))
         ok = gain > 1 + MIN_GAIN
         rounds.append(_round_entry(r_i, rep_n, res_n, ok))
         if not ok:
@@ -120,16 +190,32 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
     # final pass: best cameras, appearance visibility, written to the output
     lift3d, grp, rep = best["lift"]
     r = best["report"]
-    final = refine_tracks(data.tracks_2d, data.visible, data.confidence, data.query, lift3d, grp,
-                          rep, best["c2w"], best["K"], _dist(r), r["mode"],
+    final = refine_tracks(data.tracks_2d, data.visible, data.confidence, data.query, lift3d,
+                          grp, rep, best["c2w"], best["K"], _dist(r), r["mode"],
                           r.get("noise_sigma_px", 1.0), data.image_size, _rigid_ids(r),
-                          out["tracks_2d"], out["visible"], out["confidence"], out["tracks_3d"],
-                          out["group"], out["reproj_error"], footage=footage, progress=progress)
+                          out["tracks_2d"], out["visible"], out["confidence"],
+                          out["tracks_3d"], out["group"], out["reproj_error"],
+                          footage=footage, kernels=kernels, progress=progress, budget=budget,
+                          work_dir=work)
     report = best["report"]
     report["refine"] = {"rounds": rounds, "kept_round": max(e["round"] for e in rounds
                                                             if e.get("accepted")),
                         "final": final.report, "seconds": round(time.monotonic() - t0, 3)}
     return best["c2w"], best["K"], report
+
+
+def _copy(src, budget, folder) -> np.ndarray:
+    """A private copy of ``src``: ``np.array`` without a limit; with one, an array from
+    ``budget.array`` filled in row blocks (pages released as it goes)."""
+    if not budget.limited:
+        return np.array(src)
+    dst = budget.array(src.shape, src.dtype, folder)
+    row = max(1, int(np.prod(src.shape[1:])) * src.dtype.itemsize)
+    step = max(1, budget.block_bytes(0, 0.1) // row)
+    for s in range(0, len(src), step):
+        dst[s:s + step] = src[s:s + step]
+        budget.release(dst, src)
+    return dst
 
 
 def _round_entry(i: int, rep: dict, res, accepted: bool) -> dict:

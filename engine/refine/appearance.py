@@ -5,7 +5,9 @@ on the footage at a working resolution; a track's reference is the descriptor at
 pixel in its query frame, and its cost at frame t is the mean L1 distance between the 3x3
 neighbourhood of descriptors at the reference and at the predicted pixel (a small patch is far
 less ambiguous than one descriptor). Frames are decoded one at a time; only the (n, C, 9)
-references of a chunk of tracks and one frame's descriptors are ever held.
+references of a chunk of tracks and one frame's descriptors are ever held. With a memory limit
+(``budget``) the references and the (n, T) costs of :func:`appearance_costs` live in disk memory
+maps when they do not fit, and each frame's patches are compared in chunks of tracks.
 
 Positions are INPUT pixels (OpenCV); :meth:`engine.decode.Footage.to_work_pixels` maps them.
 """
@@ -35,12 +37,18 @@ def _patch(desc: np.ndarray, xy_work: np.ndarray) -> np.ndarray:
 
 def appearance_costs(footage, query: np.ndarray, positions: Callable[[int], np.ndarray],
                      n_frames: int, kernels: Kernels | None = None,
-                     check_cancel: Callable[[], None] | None = None) -> np.ndarray:
+                     check_cancel: Callable[[], None] | None = None, budget=None,
+                     work_dir=None) -> np.ndarray:
     """Cost (n, T) float32 of each track's predicted position per frame (NaN where the position
     is NaN). ``positions(t)`` returns (n, 2) input pixels at frame t; ``query`` (n, 3).
 
     Two streaming passes over the footage: references (up to the last query frame), then costs.
+    ``budget`` (:class:`engine.track.memory.MemoryBudget`, None: unlimited) with ``work_dir``:
+    where references and costs go when they do not fit, and the chunk of tracks compared at once.
     """
+    from ..track.memory import MemoryBudget
+
+    budget = budget or MemoryBudget()
     kernels = kernels or Kernels()
     n = len(query)
     qt = np.clip(np.round(query[:, 0]).astype(int), 0, n_frames - 1)
@@ -57,11 +65,16 @@ def appearance_costs(footage, query: np.ndarray, positions: Callable[[int], np.n
         desc = kernels.features(_gray(rgb))
         p = _patch(desc, footage.to_work_pixels(query[m, 1:3]))
         if ref is None:
-            ref = np.zeros((n,) + p.shape[1:], np.float32)
+            ref = budget.array((n,) + p.shape[1:], np.float32, work_dir, fill=0)
         ref[m] = p
-    cost = np.full((n, n_frames), np.nan, np.float32)
+        budget.release(ref)
+    cost = budget.array((n, n_frames), np.float32, work_dir, fill=np.nan)
     if ref is None:
         return cost
+    # tracks compared at once: all without a limit; else a tenth of the spare memory's worth of
+    # (patch, reference, difference) triples
+    rows = n if not budget.limited else int(max(1, min(n, budget.block_bytes(0, 0.1)
+                                                        // (3 * ref[0].nbytes))))
     for t, rgb in enumerate(footage.frames()):
         if t >= n_frames:
             break
@@ -72,8 +85,13 @@ def appearance_costs(footage, query: np.ndarray, positions: Callable[[int], np.n
         if not ok.any():
             continue
         desc = kernels.features(_gray(rgb))
-        p = _patch(desc, footage.to_work_pixels(xy[ok]))
-        cost[ok, t] = np.abs(p - ref[ok]).mean(axis=(1, 2))
+        for r0 in range(0, n, rows):
+            okc = ok[r0:r0 + rows]
+            if not okc.any():
+                continue
+            p = _patch(desc, footage.to_work_pixels(xy[r0:r0 + rows][okc]))
+            cost[r0 + np.flatnonzero(okc), t] = np.abs(p - ref[r0:r0 + rows][okc]).mean(axis=(1, 2))
+        budget.release(cost, ref)
     return cost
 
 

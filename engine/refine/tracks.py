@@ -28,7 +28,12 @@ A z-buffer test (another solved point much closer to the camera projecting onto 
 was measured and left out: with sparse queries and the lift's noisy moving-object depths only
 ~15 % of its occlusion calls were right on the sample clip.
 
-Memory: tracks are processed in chunks; per frame only one decoded frame is held.
+Memory: tracks are processed in chunks; per frame only one decoded frame is held. With a memory
+limit (``budget``, :class:`engine.track.memory.MemoryBudget`) the chunks follow the limit, the
+(N, T) work arrays live in disk memory maps (in ``work_dir``) when they would not fit, and mapped pages
+are released after each chunk; each track is computed independently of its chunk, so the result
+does not depend on the limit (beyond the last bit of a few float results: vectorised operations
+of another length may round differently).
 """
 from __future__ import annotations
 
@@ -44,6 +49,19 @@ from ..progress import stage_of
 
 MIN_INLIER_FRACTION = 0.3   # of the tracker's visible frames, for a track to be re-fitted static
 MIN_INLIERS = 3
+#: Working bytes per track and frame of one chunk of the static fit / appearance sweep (48 depth
+#: candidates x positions, depths, costs and their temporaries).
+CHUNK_BYTES_PER_TRACK_FRAME = 48 * 64
+
+
+def _limited_rows(default: int, T: int, budget, bytes_per_track_frame: int,
+                  share: float = 0.25, least: int = 16) -> int:
+    """Rows per chunk: ``default`` without a limit, else no more than what ``share`` of the
+    spare memory holds (and never more than ``default``)."""
+    if budget is None or not budget.limited:
+        return default
+    fit = budget.block_bytes(0, share) // max(1, bytes_per_track_frame * T)
+    return int(max(least, min(default, fit)))
 
 
 @dataclass
@@ -82,7 +100,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                   mode: str, sigma: float, image_size: tuple[int, int], rigid_groups: set[int],
                   out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
                   out_reproj, footage=None, kernels=None, chunk: int | None = None,
-                  progress=None) -> RefineResult:
+                  progress=None, budget=None, work_dir=None) -> RefineResult:
     """Refine all N tracks; writes the six ``out_*`` arrays (may alias the inputs' storage only
     for the 3D / group / reproj arrays, which are read chunk by chunk before being written).
 
@@ -91,8 +109,12 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     ``c2w`` (T, 4, 4) / ``K`` (T, 3, 3) world-frame cameras, ``dist`` Blender polynomial k1..k3 or
     None, ``mode`` "general" | "tripod", ``sigma`` the solve's 2D noise (px), ``rigid_groups``
     the group ids the lift reported as rigid. ``footage`` an opened :class:`engine.decode.Footage`
-    (or None: geometry only).
+    (or None: geometry only). ``budget``: a :class:`engine.track.memory.MemoryBudget` (None:
+    unlimited) with ``work_dir`` for the work arrays it puts on disk.
     """
+    from ..track.memory import MemoryBudget
+
+    budget = budget or MemoryBudget()
     t_start = time.monotonic()
     N, T = visible.shape[:2]
     W, H = image_size
@@ -100,7 +122,8 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     K = np.asarray(K, np.float64)
     tau = tau_px(sigma)
     thr_rigid = max(1.5, 4 * float(sigma))
-    chunk = chunk or int(max(64, min(4096, 1_000_000 // max(1, 48 * T))))
+    chunk = chunk or _limited_rows(int(max(64, min(4096, 1_000_000 // max(1, 48 * T)))), T,
+                                   budget, CHUNK_BYTES_PER_TRACK_FRAME)
     near, far = _depth_range(tracks_3d, group, c2w, N)
     radius = float(np.median(np.linalg.norm(
         np.asarray(tracks_3d[:min(N, 256), 0], np.float64) - c2w[0, :3, 3], axis=1)[
@@ -109,8 +132,11 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     if not np.isfinite(radius):
         radius = 100.0
     kind = np.zeros(N, np.int8)
-    clean = np.zeros((N, T), bool)
-    agree = np.zeros((N, T), bool)
+    clean = budget.array((N, T), bool, work_dir, fill=False)
+    agree = budget.array((N, T), bool, work_dir, fill=False)
+    ins = (tracks_2d, visible, confidence, query, tracks_3d, group, reproj_error)
+    outs = (out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group, out_reproj,
+            clean, agree)
     n_chunks = -(-N // chunk)
     stage = stage_of(progress, "refine", total=n_chunks + 1)
     stage.__enter__()
@@ -165,6 +191,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             rms = np.where(ninl > 0, np.sqrt(np.where(inl, res ** 2, 0).sum(1) / np.maximum(ninl, 1)),
                            np.nan)
             out_reproj[sl] = np.where(st, rms, err).astype(np.float32)
+            budget.release(*ins, *outs)
             stage.advance()
         report = {
             "tau_px": round(tau, 3), "depth_search": [round(near, 4), round(far, 4)],
@@ -178,7 +205,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
         if footage is not None and ref_all.any():
             report.update(_appearance_visibility(footage, query, out_tracks_2d, out_visible,
                                                  out_confidence, visible, agree, ref_all, T,
-                                                 kernels, stage, progress))
+                                                 kernels, stage, progress, budget, work_dir))
             report["visibility"] = "geometry + appearance"
             thr = report.get("appearance_threshold")
             if thr is not None and dist is None:
@@ -186,7 +213,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                     footage, np.flatnonzero(kind == 0), query, c2w, K, (near, far), mode, radius,
                     thr, report.pop("_good_threshold"), W, H, out_tracks_2d, out_visible,
                     out_confidence, out_tracks_3d, out_group, out_reproj, kind, kernels,
-                    progress))
+                    progress, budget))
             report.pop("_good_threshold", None)
         else:
             report["visibility"] = "geometry only (no footage)" if footage is None else "geometry"
@@ -199,32 +226,53 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
 
 
 def _appearance_visibility(footage, query, out_tracks_2d, out_visible, out_confidence,
-                           visible, agree, ref_all, T, kernels, stage, progress) -> dict:
+                           visible, agree, ref_all, T, kernels, stage, progress, budget=None,
+                           work_dir=None) -> dict:
     """Mark refined points occluded where the query appearance is absent at the projection and
-    the tracker did not see them there either."""
+    the tracker did not see them there either. (With a memory limit: costs on disk, rows in
+    chunks; the threshold is still learnt from all agreeing observations at once.)"""
+    from ..track.memory import MemoryBudget
     from .appearance import appearance_costs
 
+    budget = budget or MemoryBudget()
     ids = np.flatnonzero(ref_all)
     q = np.asarray(query[ids], np.float32)
     check = progress.check if progress is not None else None
-    cost = appearance_costs(footage, q, lambda t: np.asarray(out_tracks_2d[ids, t], np.float32),
-                            T, kernels, check_cancel=check)
-    ag = agree[ids]
-    pos = cost[ag & np.isfinite(cost)]
+
+    def positions(t: int) -> np.ndarray:
+        p = np.asarray(out_tracks_2d[ids, t], np.float32)
+        budget.release(out_tracks_2d)      # a column of (N, T, 2) touches every page
+        return p
+
+    cost = appearance_costs(footage, q, positions, T, kernels, check_cancel=check,
+                            budget=budget, work_dir=work_dir)
+    rows = _limited_rows(len(ids), T, budget, 48, share=0.2, least=1)
+    chunks = [slice(s, s + rows) for s in range(0, len(ids), rows)]
+    pos = [cost[c][agree[ids[c]] & np.isfinite(cost[c])] for c in chunks]
+    pos = pos[0] if len(pos) == 1 else np.concatenate(pos)
     if len(pos) < 50:
         return {"appearance": "skipped: too few agreeing observations to calibrate"}
     thr = float(np.percentile(pos, 99))
-    vis_trk = np.asarray(visible[ids]).astype(bool)
-    occ = (cost > thr) & ~vis_trk & ~ag
-    v = np.asarray(out_visible[ids]).astype(bool)
-    newv = v & ~occ
-    c = np.asarray(out_confidence[ids], np.float32)
-    good = np.clip(1.0 - np.nan_to_num(cost, nan=thr) / (2 * thr), 0.0, 1.0)
-    c = np.where(newv, np.maximum(c * 0.5 + 0.5 * good, 0.3), np.where(occ, 0.1, c * 0))
-    out_visible[ids] = newv
-    out_confidence[ids] = c.astype(np.float32)
-    return {"appearance_threshold": round(thr, 4), "n_occluded_by_appearance": int((occ & v).sum()),
-            "_good_threshold": float(np.percentile(pos, SWEEP_GOOD_PERCENTILE))}
+    good_thr = float(np.percentile(pos, SWEEP_GOOD_PERCENTILE))
+    del pos
+    n_occ = 0
+    for c in chunks:
+        idc = ids[c]
+        cc = np.asarray(cost[c])
+        ag = agree[idc]
+        vis_trk = np.asarray(visible[idc]).astype(bool)
+        occ = (cc > thr) & ~vis_trk & ~ag
+        v = np.asarray(out_visible[idc]).astype(bool)
+        newv = v & ~occ
+        cf = np.asarray(out_confidence[idc], np.float32)
+        good = np.clip(1.0 - np.nan_to_num(cc, nan=thr) / (2 * thr), 0.0, 1.0)
+        cf = np.where(newv, np.maximum(cf * 0.5 + 0.5 * good, 0.3), np.where(occ, 0.1, cf * 0))
+        out_visible[idc] = newv
+        out_confidence[idc] = cf.astype(np.float32)
+        n_occ += int((occ & v).sum())
+        budget.release(cost, agree, visible, out_visible, out_confidence)
+    return {"appearance_threshold": round(thr, 4), "n_occluded_by_appearance": n_occ,
+            "_good_threshold": good_thr}
 
 
 SWEEP_MIN_GOOD = 0.6        # fraction of in-frame frames whose appearance must match
@@ -238,7 +286,7 @@ SWEEP_MIN_GOOD_TRIPOD = 0.3
 
 def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, thr_occ, thr_good,
                       W, H, out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
-                      out_reproj, kind, kernels, progress) -> dict:
+                      out_reproj, kind, kernels, progress, budget=None) -> dict:
     """Tracks the tracker lost (no static fit from its 2D): choose the depth on the query ray
     whose projections match the query appearance in most frames (a per-point plane sweep over
     the footage). Accepted tracks become static (kind 3) and follow that point."""
@@ -250,7 +298,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
     T = len(c2w)
     check = progress.check if progress is not None else None
     n_acc = n_amb = 0
-    step = int(max(16, 4e6 // (48 * T)))
+    step = _limited_rows(int(max(16, 4e6 // (48 * T))), T, budget, CHUNK_BYTES_PER_TRACK_FRAME)
     for s in range(0, len(ids), step):
         sub = ids[s:s + step]
         q = np.asarray(query[sub], np.float64)
@@ -310,5 +358,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         out_reproj[a] = np.nan
         kind[a] = 3
         n_acc += len(a)
+        if budget is not None:
+            budget.release(out_tracks_2d, out_visible, out_confidence, out_tracks_3d)
     return {"n_static_by_appearance": int(n_acc), "n_ambiguous_depth": n_amb,
             "sweep_good_threshold": round(thr_good, 4)}

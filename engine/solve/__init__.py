@@ -8,7 +8,10 @@ Python API::
 
 reads a track file from the 2D tracker and writes the same file with ``cam_to_world``, ``K``,
 ``tracks_3d``, ``group``, ``reproj_error`` filled, ``metadata["solve"]`` = the report and
-``metadata["distortion"]`` when distortion was solved. Lower level, on numpy arrays:
+``metadata["distortion"]`` when distortion was solved. The report's ``warnings`` say what the
+user should know (tripod shot, zoom, weak background, ...); ``focal_sigma_rel`` is the relative
+1-sigma uncertainty of a self-calibrated focal (0 when given), with a warning when the shot
+leaves it poorly constrained (:mod:`engine.solve.observability`). Lower level, on numpy arrays:
 :func:`solve_cameras` (cameras only, solver frame), :func:`engine.lift.world.choose_world`,
 :func:`engine.lift.lift_tracks`. Feedback for the tracker: :func:`predict_positions`.
 

@@ -96,7 +96,7 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
                   n_dist: int = 0, rotation_only: bool = False, fix_points: bool = False,
                   f_scale: float = 1.0, loss: str = "huber", max_nfev: int = 60,
                   focal_smooth: float = 0.0, scale_cam: int | None = None, tol: float = 1e-4,
-                  ) -> tuple[BAState, dict]:
+                  marginals: bool = False) -> tuple[BAState, dict]:
     """Refine ``st``; returns (new state, info). The input state is not modified.
 
     ``cam``, ``pt`` (M,) index cameras/points of each observation, ``uv`` (M, 2) pixels.
@@ -106,6 +106,15 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
     on log-focal differences between consecutive cameras (px-equivalent residual units).
     info: ``rms``/``median`` px over all observations, ``residuals`` (M,) px norms (inf when
     the point is behind the camera), ``iterations``.
+
+    ``marginals``: also estimate how well the data pin the focal length(s) at the final state
+    (``max_nfev=0`` evaluates it at ``st`` without refining): ``info["focal_sigma_px"]`` (F,)
+    formal marginal 1-sigma of each focal (px) from the inverse Gauss-Newton Hessian (Huber
+    IRLS weights, points eliminated by the Schur complement, gauge held by ``fixed_cams`` and
+    the scale prior, which leave the gauge-invariant focal unaffected) scaled by the weighted
+    residual RMS ``info["sigma0_px"]``; ``info["focal_sigma_track_px"]`` the same with errors
+    allowed to be correlated along each track (see :func:`_focal_marginals`); ``inf`` where
+    the focal is not observable.
     """
     import os
 
@@ -242,14 +251,9 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
             s2.points = _sph_to_dir(_dir_to_sph(s.points) + db.reshape(P, 2))
         return R2, s2
 
-    R = rodrigues(st.rvecs)
-    s = st.copy()
-    r, z, Ja, Jb = evaluate(R, s, True)
-    pr, Jp = priors(R, s)
-    cost = total_cost(r, z, pr)
-    lam = 1e-3
-    it = 0
-    for it in range(max_nfev):
+    def normal_eqs(r, z, Ja, Jb, pr, Jp):
+        """Huber-IRLS normal equations: camera block U (Na, Na), gradient ga, point blocks V
+        (P, npp, npp), gb, coupling Wd (Na, P*npp), and the IRLS weights w (M,)."""
         e = np.linalg.norm(r, axis=1)
         _, w = _huber(e, delta)
         if not rotation_only:
@@ -265,6 +269,7 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
         gao = np.matmul(Jaw.transpose(0, 2, 1), rw.reshape(M, 2, 1))[:, :, 0]
         oka = a_cols >= 0
         ga = np.bincount(a_cols[oka], weights=gao[oka], minlength=Na) + Jp.T @ pr
+        V = gb = Wd = None
         if npp:
             Jbw = Jb * np.sqrt(w)[:, None, None]
             Vobs = np.matmul(Jbw.transpose(0, 2, 1), Jbw)
@@ -277,6 +282,17 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
             wi = a_cols[:, :, None] * (P * npp) + (pt[:, None, None] * npp + np.arange(npp))
             okw = np.broadcast_to(oka[:, :, None], wi.shape)
             Wd = np.bincount(wi[okw], weights=Wo[okw], minlength=Na * P * npp).reshape(Na, P * npp)
+        return U, ga, V, gb, Wd, w
+
+    R = rodrigues(st.rvecs)
+    s = st.copy()
+    r, z, Ja, Jb = evaluate(R, s, True)
+    pr, Jp = priors(R, s)
+    cost = total_cost(r, z, pr)
+    lam = 1e-3
+    it = 0
+    for it in range(max_nfev):
+        U, ga, V, gb, Wd, _ = normal_eqs(r, z, Ja, Jb, pr, Jp)
         improved = False
         for _try in range(10):
             Ud = U + lam * np.diag(np.diag(U) + 1e-9)
@@ -316,6 +332,10 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
         pr, Jp = priors(R, s)
         if rel < tol:
             break
+    marg = {}
+    if marginals and nF:
+        marg = _focal_marginals(normal_eqs(r, z, Ja, Jb, pr, Jp), r, Ja, Jb, a_cols, pt, P, npp,
+                                np.arange(o_f, o_d))
     s.rvecs = rotvec(R)
     pr_, z = project_obs(s, cam, pt)
     err = np.linalg.norm(pr_ - uv, axis=1)
@@ -327,5 +347,77 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
         print("BA", M, Na, P * npp, it, cost)
     info = {"rms": float(np.sqrt(np.mean(err[fin] ** 2))) if fin.any() else float("inf"),
             "median": float(np.median(err[fin])) if fin.any() else float("inf"),
-            "residuals": err, "iterations": it + 1}
+            "residuals": err, "iterations": it + 1, **marg}
     return s, info
+
+
+def _focal_marginals(neq, r, Ja, Jb, a_cols, pt, P, npp, idx) -> dict:
+    """Marginal 1-sigma (px) of the focal parameters ``idx`` at the current state, two ways.
+
+    ``focal_sigma_px``: the formal value, s0 * sqrt(diag(S^-1)) with S the reduced (points
+    eliminated) Gauss-Newton matrix and s0 the weighted residual RMS per coordinate: right when
+    every observation's error is independent. ``focal_sigma_track_px``: the track-clustered
+    sandwich S^-1 (sum_k g_k g_k^T) S^-1, with g_k the reduced gradient contribution of track
+    (point) k: right also when a tracker's errors are correlated along a track (slow drift,
+    sticking to a texture), which the formal value misses. ``inf`` where S is singular."""
+    U, _, V, _, Wd, w = neq
+    Na = len(U)
+    m_used = int((w > 0).sum())          # observations behind a camera carry no weight
+    e = np.linalg.norm(r, axis=1)
+    dof = max(2 * m_used - Na - P * npp, 1)
+    s0 = float(np.sqrt(np.sum(w * e * e) / dof))
+    X, Vinv = _reduced_inverse_cols(U, V, Wd, idx)
+    if X is None:
+        inf = np.full(len(idx), np.inf)
+        return {"focal_sigma_px": inf, "focal_sigma_track_px": inf.copy(), "sigma0_px": s0}
+    formal = s0 * np.sqrt(X[idx, np.arange(len(idx))])
+    # per-track reduced scores g_k = ga_k - W_k V_k^-1 gb_k (the second term ~0 at convergence)
+    sw = np.sqrt(w)
+    rw = r * sw[:, None]
+    gao = np.einsum("mik,mi->mk", Ja * sw[:, None, None], rw)            # (M, ka)
+    oka = a_cols >= 0
+    G = np.bincount((pt[:, None] * Na + a_cols)[oka], weights=gao[oka],
+                    minlength=P * Na).reshape(P, Na)
+    if npp:
+        gbo = np.einsum("mik,mi->mk", Jb * sw[:, None, None], rw)        # (M, npp)
+        gb = np.zeros((P, npp))
+        np.add.at(gb, pt, gbo)
+        G -= np.einsum("apk,pkl,pl->pa", Wd.reshape(Na, P, npp), Vinv, gb)
+    n_tr = max(int(np.count_nonzero(np.bincount(pt, weights=w, minlength=P))), 2)
+    # small-sample factor: clusters used, and the residual shrinkage by fitting the points
+    corr = n_tr / (n_tr - 1) * (2.0 * m_used) / dof
+    track = np.sqrt(np.sum((G @ X) ** 2, axis=0) * corr)
+    return {"focal_sigma_px": formal, "focal_sigma_track_px": track, "sigma0_px": s0}
+
+
+def _reduced_inverse_cols(U: np.ndarray, V: np.ndarray | None, Wd: np.ndarray | None,
+                          idx: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Columns ``idx`` of the inverse reduced camera matrix ``(U - W V^-1 W^T)^-1``.
+
+    ``U`` (Na, Na) camera block, ``V`` (P, k, k) point blocks, ``Wd`` (Na, P*k) coupling (the
+    points eliminated by the Schur complement). Returns (X (Na, len(idx)) or None when the
+    reduced matrix is not numerically positive definite, i.e. not observable; V^-1 (P, k, k))."""
+    Na = len(U)
+    Vinv = None
+    if V is not None and V.shape[0]:
+        P, k = V.shape[:2]
+        # tiny ridge: points seen only by down-weighted observations have V ~ 0 (and W ~ 0)
+        Vinv = np.linalg.inv(V + 1e-9 * np.eye(k))
+        WV = np.matmul(Wd.reshape(Na, P, 1, k), Vinv[None]).reshape(Na, P * k)
+        S = U - WV @ Wd.T
+    else:
+        S = U
+    S = 0.5 * (S + S.T)
+    # unit diagonal first, so the definiteness test is about geometry, not parameter units
+    d = np.sqrt(np.maximum(np.diag(S), 1e-300))
+    Sn = S / d[:, None] / d[None, :]
+    E = np.zeros((Na, len(idx)))
+    E[idx, np.arange(len(idx))] = 1.0
+    try:
+        L = np.linalg.cholesky(Sn)
+        X = np.linalg.solve(L.T, np.linalg.solve(L, E / d[:, None])) / d[:, None]
+    except np.linalg.LinAlgError:
+        return None, Vinv
+    if not np.all(X[idx, np.arange(len(idx))] > 0):
+        return None, Vinv
+    return X, Vinv

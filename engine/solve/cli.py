@@ -6,6 +6,13 @@ import json
 import sys
 
 
+def memory_limit_arg(text: str) -> int:
+    """argparse type of ``--memory-limit`` (shared with ``engine track``)."""
+    from ..track.cli import memory_limit_arg as parse
+
+    return parse(text)
+
+
 def register(subparsers) -> None:
     """Add the ``solve`` subcommand to ``python -m engine``'s subparsers."""
     p = subparsers.add_parser(
@@ -32,7 +39,29 @@ def register(subparsers) -> None:
                    help="most re-solves on refined tracks (default 2; 0 = refine once)")
     p.add_argument("--progress", choices=["auto", "bar", "lines", "quiet"], default="auto")
     p.add_argument("--report", metavar="JSON", help="also write the solve report to this file")
+    p.add_argument("--memory-limit", type=memory_limit_arg, default=None, metavar="MIB",
+                   help="working-memory limit in MiB for the refinement (default: none): chunk "
+                        "sizes follow it and per-track work arrays go to disk when they would "
+                        "not fit; the result is the same (to float rounding). Fails at once, "
+                        "saying how much is "
+                        "needed, when it is too small")
     p.set_defaults(func=_run)
+
+
+def _apply_memory_limit(args: argparse.Namespace) -> str | None:
+    """Make ``--memory-limit`` the process-wide limit; an error message when it cannot fit."""
+    from ..refine import check_memory_limit
+    from ..track.memory import MemoryLimitError, set_process_limit
+    from ..trackfile import TrackFileError
+
+    if args.memory_limit is None:
+        return None
+    try:
+        check_memory_limit(args.memory_limit, args.tracks, args.clip, refine=not args.no_refine)
+    except (TrackFileError, MemoryLimitError) as e:
+        return str(e)
+    set_process_limit(args.memory_limit)
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -41,6 +70,10 @@ def _run(args: argparse.Namespace) -> int:
     from . import focal_px_from_mm, solve_trackfile
     from .pipeline import SolveError
 
+    err = _apply_memory_limit(args)
+    if err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     focal = args.focal
     if args.focal_mm is not None or args.sensor_width is not None:
         if args.focal_mm is None or args.sensor_width is None:

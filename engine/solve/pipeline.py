@@ -159,10 +159,9 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
             f_init, sharp = (focal_from_fundamentals(Fs, cx, cy, float(max(W, H))) if Fs
                              else (1.2 * max(W, H), 1.0))
             report["focal_init_px"] = round(f_init, 2)
+            # how peaked the two-view focal scan is: a diagnostic only (it fired on most good
+            # shots too); the warning comes from the solution's focal uncertainty (step 5)
             report["focal_init_sharpness"] = round(sharp, 3)
-            if sharp < 3.0 and not zoom:
-                warnings.append("the camera motion constrains the focal length weakly (little "
-                                "rotation or mostly forward motion): give --focal if you know it")
         else:
             f_init = float(focal)
         kfs = select_keyframes(xs, vs, image_size)
@@ -277,6 +276,9 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
     })
     if zoom_out:
         report["focal_per_frame_px"] = [round(float(f), 3) for f in focals]
+    # per-frame focal only where the solution has one (a shared-focal solve has all equal)
+    _focal_observability(report, warnings, focal, result, mode, xs, vs, cx, cy, sigma, n_dist,
+                         zoom_out and bool(np.ptp(result["focals"]) > 0))
     if n_dist:
         report["distortion"] = {"model": "polynomial", "k1": dist[0], "k2": dist[1], "k3": 0.0}
     if static.mean() < 0.5:
@@ -288,6 +290,35 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
     timings["total"] = time.monotonic() - t_start
     stage.__exit__(None, None, None)
     return CameraSolution(c2w, K, dist, mode, ids, sample_static, sample_points, sigma, report)
+
+
+def _focal_observability(report, warnings, focal, result, mode, xs, vs, cx, cy, sigma, n_dist,
+                         per_frame) -> None:
+    """Report how well the shot pins the self-calibrated focal and warn when it does not.
+
+    ``focal_sigma_rel``: relative 1-sigma uncertainty of the focal (median over frames for a
+    zoom; 0 when the focal was given; capped at 10), the larger of the formal and the
+    track-clustered estimate (:mod:`engine.solve.observability`), with both and the residual
+    RMS in ``focal_sigma_detail``. Reads the solution, changes nothing."""
+    from .observability import FOCAL_SIGMA_WARN, focal_sigma
+
+    if focal is not None:
+        report["focal_sigma_rel"] = 0.0
+        return
+    t0 = time.monotonic()
+    obs = focal_sigma(result, mode, xs, vs, cx, cy, sigma, n_dist, per_frame)
+    report["timings"]["focal_sigma"] = time.monotonic() - t0
+    rel = max(obs["formal"], obs["track_clustered"])
+    report["focal_sigma_rel"] = round(rel, 6)
+    report["focal_sigma_detail"] = {k: round(v, 6) for k, v in obs.items()}
+    report["focal_sigma_warn_above"] = FOCAL_SIGMA_WARN
+    if rel > FOCAL_SIGMA_WARN:
+        why = ("too little rotation" if mode == "tripod"
+               else "forward motion / little parallax or rotation")
+        amount = "more than ±100 %" if rel >= 1.0 else f"±{100 * rel:.1f} %"
+        warnings.append(f"focal length poorly constrained by this shot ({why}): {amount} (1σ); "
+                        "give a known focal (--focal / --focal-mm + --sensor-width; in Blender: "
+                        "Known Focal Length) for a reliable solve")
 
 
 def _solve_zoom(xs, vs, image_size, cx, cy, n_dist, kfs, sigma, progress, report) -> dict:

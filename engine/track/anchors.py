@@ -31,6 +31,11 @@ class AnchorField:
         self.h, self.w = store.h, store.w
         self.data = np.lib.format.open_memmap(scratch / f"anchor_{anchor}.npy", mode="w+",
                                               dtype=np.float32, shape=(store.T, 4, store.h, store.w))
+        self.budget = store.budget
+
+    def release(self) -> None:
+        """Drop the field's mapped pages from the process (with the store's memory limit)."""
+        self.budget.release(self.data)
 
     def run(self, store: FrameStore, cfg: FieldSettings, predict, check, advance) -> None:
         for direction in (+1, -1):
@@ -42,6 +47,9 @@ class AnchorField:
                 self.data[st.t, 0:2] = st.pos
                 self.data[st.t, 2] = st.vis
                 self.data[st.t, 3] = st.conf
+                self.release()
+                store.release()
+                self.budget.trim()
                 advance()
 
     def sample(self, u: np.ndarray, t0: int, t1: int) -> np.ndarray:
@@ -50,6 +58,7 @@ class AnchorField:
         out = np.empty((len(u), t1 - t0, 4), np.float32)
         for j, t in enumerate(range(t0, t1)):
             out[:, j] = sample_points(np.asarray(self.data[t]), u)
+        self.release()
         return out
 
     def invert(self, t: int, xy: np.ndarray, tol: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +112,7 @@ class AnchorField:
         err = np.hypot(*(p - xy).T)
         visu = sample_points(vis[None].astype(np.float32), u)[:, 0]
         ok = found & (err < tol) & (visu > 0.99)
+        self.release()
         return u, ok
 
     @staticmethod

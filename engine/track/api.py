@@ -9,6 +9,11 @@ Solver feedback: ``predict(t_from, t_to, xy) -> xy_pred | None`` (input pixels, 
 be passed to move hidden points (occluded / out of frame) the way the camera solve says they
 move instead of with their visible neighbours; NaN rows mean "no opinion". See
 :data:`engine.track.field.Predictor`.
+
+Colour space: ``colorspace`` tells the decoder what the footage's values mean (``auto`` |
+``srgb`` | ``linear`` | ``raw``; :mod:`engine.decode.footage`). Memory: ``memory_limit_mb``
+bounds the working memory (:mod:`.memory`); it changes where data lives and how much is
+processed at once, never the result.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from ..progress import Progress, stage_of
 from ..trackfile import TrackFileWriter, make_metadata
 from .field import FieldSettings
 from .frames import FrameStore
+from .memory import MIN_BLOCK_MB, MemoryBudget, make_kernels, track_minimum_mb
 
 #: Default working resolution: the longer side of the frames used for matching, px.
 DEFAULT_MAX_SIDE = 640
@@ -113,9 +119,24 @@ def _sample(field: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return sample_points(field, xy)
 
 
-def _frame_block(n: int, t: int, budget: int = 64 << 20) -> int:
+#: Output block budget without a memory limit, bytes.
+DEFAULT_BLOCK_BYTES = 64 << 20
+#: Track-file bytes per track and frame that an output block touches (tracks_2d, visible,
+#: confidence).
+_OUT_BYTES_PER_POINT = 13
+
+
+def _frame_block(n: int, t: int, budget: int = DEFAULT_BLOCK_BYTES) -> int:
     """Frames per output block so that a block of n tracks stays within ``budget`` bytes."""
     return int(max(1, min(t, budget // max(1, n * 16))))
+
+
+def _row_chunk(n: int, t: int, budget: MemoryBudget) -> int:
+    """Tracks per output chunk: all of them without a limit; with one, as many as keep the
+    track-file rows they touch (all ``t`` frames of each) within a fifth of the spare memory."""
+    if not budget.limited:
+        return max(1, n)
+    return int(max(1, min(n, budget.block_bytes(0, 0.2) // (t * _OUT_BYTES_PER_POINT))))
 
 
 def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
@@ -124,7 +145,8 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
                max_side: int | None = DEFAULT_MAX_SIDE, progress: Progress | None = None,
                predict: Callable[[int, int, np.ndarray], np.ndarray | None] | None = None,
                threads: int | None = None, max_anchors: int = 8, reseed: int = 2,
-               pair_flow: str = "onnx", **settings) -> Path:
+               pair_flow: str = "onnx", colorspace: str = "auto",
+               memory_limit_mb: int | None = None, **settings) -> Path:
     """Track points through a clip and write a track file; returns its path.
 
     source: video file / image folder / printf or ``#`` pattern, or an opened Footage.
@@ -136,17 +158,30 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
     new tracks on the frames least covered by the existing ones (disocclusions, new surface).
     pair_flow: "onnx" (the ONNX matcher) or "dis" (OpenCV DIS) for the frame-to-frame flows
     that initialise the tracker. settings: fields of :class:`FieldSettings`.
+    colorspace: what the footage's values are -- ``"auto"`` (8/16-bit integers display-referred,
+    float/EXR linear with a display gamma: the historical guess), ``"srgb"`` (display-encoded,
+    used as they are), ``"linear"`` (scene-linear: the sRGB OETF is applied) or ``"raw"``
+    (non-colour data, normalised); ignored when ``source`` is an opened Footage (it has its own).
+    memory_limit_mb: working-memory limit in MiB (None: unlimited, the historical block sizes);
+    with a limit, block/cache sizes follow it, per-clip data is paged from disk and a limit
+    below what the working resolution needs fails at once (:class:`~.memory.MemoryLimitError`,
+    which says how much is needed). Results are identical with and without a limit.
     Output: tracks_2d / visible / confidence in input pixels; tracks_3d NaN, cameras
     identity and K a default guess (the solve stage fills those in).
     Raises DecodeError / TrackError on bad input; Cancelled when ``progress`` is cancelled
     (no output file is left behind).
     """
-    from ..match.ops import Kernels
     from ..runtime import select_providers
 
     t_start = time.monotonic()
+    budget = MemoryBudget(memory_limit_mb)
     footage = source if isinstance(source, Footage) else open_footage(
-        source, frames=frames, max_side=max_side or None)
+        source, frames=frames, max_side=max_side or None, colorspace=colorspace)
+    need = track_minimum_mb(footage.work_size, footage.decode_bytes)
+    budget.require(need, f"tracking at {footage.work_size[0]}x{footage.work_size[1]} working "
+                         "resolution", "Lower the Working Resolution (--max-side) or raise the "
+                         "memory limit.")
+    budget.fixed_mb = need - MIN_BLOCK_MB
     if footage.n_frames < 2:
         raise TrackError(f"{footage.path}: {footage.n_frames} frame(s) in range; tracking needs "
                          "at least 2")
@@ -167,11 +202,12 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
     out_path = Path(out_path)
     scratch = Path(tempfile.mkdtemp(prefix=".wt-track-", dir=out_path.parent
                                     if out_path.parent.exists() else None))
-    kernels = Kernels(device, threads)
+    kernels = make_kernels(device, threads, budget)
     timings: dict[str, float] = {}
     try:
         t0 = time.monotonic()
-        with FrameStore(footage, kernels, scratch, progress, pair_flow=pair_flow) as store:
+        with FrameStore(footage, kernels, scratch, progress, pair_flow=pair_flow,
+                        budget=budget) as store:
             timings["decode"] = time.monotonic() - t0
             t0 = time.monotonic()
             md = make_metadata(footage.input_size, footage.frame_range, footage.fps,
@@ -179,11 +215,12 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
                                        "hash": _source_hash(footage.path)})
             md["engine"]["settings"] = {"max_side": max_side, "work_size": list(footage.work_size),
                                         "device": device, "grid": grid, "pair_flow": pair_flow,
-                                        "dense": dense,
+                                        "dense": dense, "colorspace": footage.colorspace,
                                         **{k: v for k, v in asdict(cfg).items() if k != "extra"}}
             q, assign, u, anchors, fallback = _plan_and_run(
                 store, footage, q, dense, cfg, predict, progress, scratch, max_anchors, reseed)
             timings["track"] = time.monotonic() - t0
+            budget.trim()
             md["engine"]["settings"]["anchors"] = sorted(int(a) for a in anchors)
             if fallback.any() and progress is not None:
                 progress.message(f"{int(fallback.sum())} queries are not seen from any anchor "
@@ -193,7 +230,7 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
                 wr["query"][:] = q
                 wr["K"][:] = default_intrinsics(footage.input_size, T)
                 _write(wr, footage, q, assign, u, anchors, fallback, store,
-                       progress.check if progress is not None else None)
+                       progress.check if progress is not None else None, budget)
                 timings["write"] = time.monotonic() - t0
                 timings["total"] = time.monotonic() - t_start
                 wr.metadata["timings"] = timings
@@ -287,6 +324,7 @@ def _least_covered(anchors, store: FrameStore, min_fraction: float = 0.03):
             py = np.round(d[1][vis]).astype(int)
             ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
             cov[py[ok], px[ok]] = 1
+            f.release()
         cov = cv2.dilate(cov, np.ones((3, 3), np.uint8))
         n_unc = int((cov == 0).sum())
         if n_unc > worst:
@@ -299,38 +337,48 @@ def _least_covered(anchors, store: FrameStore, min_fraction: float = 0.03):
 
 def _write(wr: TrackFileWriter, footage: Footage, q: np.ndarray, assign: np.ndarray,
            u: np.ndarray, anchors, fallback: np.ndarray, store: FrameStore,
-           check=None) -> None:
-    """Sample each anchor's stored field at its queries' grid coords, in blocks of frames."""
+           check=None, budget: MemoryBudget | None = None) -> None:
+    """Sample each anchor's stored field at its queries' grid coords, in blocks of frames (and,
+    with a memory limit, chunks of tracks: see :func:`_row_chunk`)."""
+    budget = budget or MemoryBudget()
     T = store.T
     tq = np.round(q[:, 0]).astype(int)
     wxy = footage.to_work_pixels(q[:, 1:])
-    colors = wr.add("colors")
+    out = [wr.add("colors"), wr["tracks_2d"], wr["visible"], wr["confidence"], wr["tracks_3d"]]
+    budget.release(*out)      # the writer filled tracks_2d / tracks_3d with NaN
+    colors = out[0]
     for t in np.unique(tq):
         sel = np.nonzero(tq == t)[0]
         rgb = _sample(np.asarray(store.rgb[t], np.float32).transpose(2, 0, 1), wxy[sel])
         colors[sel] = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+        store.release()
     for a, f in anchors.items():
-        idx = np.nonzero(assign == a)[0]
-        if not len(idx):
+        idx_all = np.nonzero(assign == a)[0]
+        if not len(idx_all):
             continue
-        contiguous = idx[-1] - idx[0] + 1 == len(idx)
-        sel = slice(idx[0], idx[-1] + 1) if contiguous else idx
-        block = _frame_block(len(idx), T)
-        for t0 in range(0, T, block):
-            if check is not None:
-                check()
-            t1 = min(T, t0 + block)
-            a_ = f.sample(u[idx], t0, t1)
-            pos = footage.to_input_pixels(a_[..., :2])
-            vis = a_[..., 2] > 0.5
-            conf = np.clip(a_[..., 3], 0.0, 1.0) * np.where(fallback[idx], 0.5, 1.0)[:, None]
-            at_q = (tq[idx][:, None] == np.arange(t0, t1)[None])   # query frame is exact
-            pos[at_q] = q[idx][:, 1:][np.nonzero(at_q)[0]]
-            vis[at_q] = True
-            conf[at_q] = 1.0
-            wr["tracks_2d"][sel, t0:t1] = pos
-            wr["visible"][sel, t0:t1] = vis
-            wr["confidence"][sel, t0:t1] = conf.astype(np.float32)
+        rows = _row_chunk(len(idx_all), T, budget)
+        for r0 in range(0, len(idx_all), rows):
+            idx = idx_all[r0:r0 + rows]
+            contiguous = idx[-1] - idx[0] + 1 == len(idx)
+            sel = slice(idx[0], idx[-1] + 1) if contiguous else idx
+            block = _frame_block(len(idx), T, budget.block_bytes(DEFAULT_BLOCK_BYTES, 0.2))
+            for t0 in range(0, T, block):
+                if check is not None:
+                    check()
+                t1 = min(T, t0 + block)
+                a_ = f.sample(u[idx], t0, t1)
+                pos = footage.to_input_pixels(a_[..., :2])
+                vis = a_[..., 2] > 0.5
+                conf = np.clip(a_[..., 3], 0.0, 1.0) * np.where(fallback[idx], 0.5, 1.0)[:, None]
+                at_q = (tq[idx][:, None] == np.arange(t0, t1)[None])   # query frame is exact
+                pos[at_q] = q[idx][:, 1:][np.nonzero(at_q)[0]]
+                vis[at_q] = True
+                conf[at_q] = 1.0
+                wr["tracks_2d"][sel, t0:t1] = pos
+                wr["visible"][sel, t0:t1] = vis
+                wr["confidence"][sel, t0:t1] = conf.astype(np.float32)
+                del a_, pos, vis, conf, at_q
+                budget.release(*out)
 
 
 def _wrap_predict(predict, footage: Footage):

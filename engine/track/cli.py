@@ -3,8 +3,10 @@
     python -m engine track INPUT --out tracks.npz [--queries Q.npy | --grid STRIDE]
         [--frames A:B] [--device auto|cuda|cpu] [--max-side PX] [--progress auto|bar|lines|quiet]
         [--threads N] [--pair-flow onnx|dis] [--max-anchors N]
+        [--colorspace auto|srgb|linear|raw] [--memory-limit MIB]
 
-Exit codes: 0 ok, 2 bad input (clear message on stderr), 130 cancelled (Ctrl-C; no output file).
+Exit codes: 0 ok, 2 bad input or a memory limit too small for the working resolution (clear
+message on stderr), 130 cancelled (Ctrl-C; no output file).
 """
 from __future__ import annotations
 
@@ -12,7 +14,19 @@ import argparse
 import sys
 
 
+def memory_limit_arg(text: str) -> int:
+    """argparse type of ``--memory-limit``: a positive whole number of MiB."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of MiB, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MiB, got {v}")
+    return v
+
+
 def register(subparsers) -> argparse.ArgumentParser:
+    from ..decode import COLORSPACES
     from .api import DEFAULT_MAX_SIDE
 
     p = subparsers.add_parser(
@@ -39,6 +53,19 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "(default) or OpenCV DIS (often better on very noisy footage)")
     p.add_argument("--max-anchors", type=int, default=8,
                    help="most dense passes used to serve queries on many frames")
+    p.add_argument("--colorspace", choices=COLORSPACES, default="auto",
+                   help="what the footage's values are: auto (default; 8/16-bit as display-"
+                        "referred, float/EXR as linear with a display gamma 2.2), srgb "
+                        "(display-encoded: used as they are, float clipped to 0..1), linear "
+                        "(scene-linear light: the sRGB transfer curve is applied first; 8/16-bit "
+                        "and float alike) or raw (non-colour data: no curve, normalised to "
+                        "0..1 -- integers by their type's range, float by the first frame's "
+                        "0.5..99.5 percentile range)")
+    p.add_argument("--memory-limit", type=memory_limit_arg, default=None, metavar="MIB",
+                   help="working-memory limit in MiB (default: none). Block and cache sizes "
+                        "follow it and per-clip data is paged from disk; the tracks are the "
+                        "same as without a limit. Fails at once, saying how much is needed, "
+                        "when the working resolution does not fit")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "quiet"), default="auto")
     p.set_defaults(func=run)
     return p
@@ -62,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         out = track_clip(args.input, args.out, queries=queries, grid=args.grid,
                          frames=parse_frame_range(args.frames), device=args.device,
                          max_side=args.max_side or None, progress=progress, threads=args.threads,
-                         pair_flow=args.pair_flow, max_anchors=args.max_anchors)
+                         pair_flow=args.pair_flow, max_anchors=args.max_anchors,
+                         colorspace=args.colorspace, memory_limit_mb=args.memory_limit)
     except (DecodeError, TrackError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

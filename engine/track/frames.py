@@ -7,6 +7,11 @@ kept in a small LRU cache. Consecutive-frame flows (forward t->t+1 and backward 
 computed once per pair and kept in another memory map. They only initialise the tracker (the
 chained prediction and the pairwise forward-backward test): by default OpenCV's DIS (fast and
 precise on noisy footage), or the ONNX matcher (``pair_flow="onnx"``).
+
+With a memory limit (``budget``, see :mod:`.memory`) the pyramid cache holds what the limit
+allows (at least the two frames one propagation step uses) and :meth:`FrameStore.release` drops
+the memory maps' pages from the process after each step, so the resident set does not grow with
+the clip's length.
 """
 from __future__ import annotations
 
@@ -20,16 +25,20 @@ import numpy as np
 from ..decode import Footage
 from ..match.ops import Kernels, n_levels, resize_flow
 from ..progress import stage_of
+from .memory import MemoryBudget
 
 
 class FrameStore:
     """Working-resolution RGB frames (T, h, w, 3) uint8 on disk, plus cached derived data."""
 
     def __init__(self, footage: Footage, kernels: Kernels, scratch_dir: str | Path | None = None,
-                 progress=None, cache_frames: int = 6, pair_flow: str = "onnx"):
+                 progress=None, cache_frames: int = 6, pair_flow: str = "onnx",
+                 budget: MemoryBudget | None = None):
         self.footage = footage
         self.k = kernels
+        self.budget = budget or MemoryBudget()
         w, h = footage.work_size
+        cache_frames = self.budget.cache_frames(cache_frames, (w, h))
         self.h, self.w = h, w
         self.T = footage.n_frames
         self.levels = n_levels(h, w)
@@ -55,6 +64,7 @@ class FrameStore:
                 break
             self.rgb[t] = frame
             n += 1
+            self.budget.release(self.rgb)
             stage.advance()
         stage.__exit__(None, None, None)
         if n < self.T:
@@ -108,6 +118,10 @@ class FrameStore:
             self._have_flow[t] = True
         return (np.asarray(self._flows[t, 0], np.float32),
                 np.asarray(self._flows[t, 1], np.float32))
+
+    def release(self) -> None:
+        """Drop the frames' and flows' mapped pages from the process (with a memory limit)."""
+        self.budget.release(self.rgb, self._flows)
 
     def close(self) -> None:
         self._pyr.clear()

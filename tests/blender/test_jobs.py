@@ -140,6 +140,66 @@ def test_track_clip_cached_result_is_instant_and_survives_reopen(wt, scene, gt_f
     assert track.result_key(bpy.context, clip)[0] != key
 
 
+def _flag(argv, name):
+    """The value after ``name`` in an argv list (None when absent)."""
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_clip_colour_space_reaches_the_engine_and_the_cache_key(wt, scene, tmp_path, monkeypatch):
+    """A clip set to scene-linear is tracked with ``--colorspace linear``; sRGB / Non-Color map to
+    srgb / raw; each colour space is its own cache entry. The memory-limit preference goes to
+    both engine steps in MiB but is not part of the key (it does not change the result)."""
+    from worldtrack import preferences
+    from worldtrack.operators import jobs, track
+
+    syn = wt_synth.make_trackdata(T=6)
+    clip = bpy.data.movieclips.load(str(wt_synth.write_video(tmp_path / "clip.mp4", syn.data)))
+    scene.active_clip = clip
+    assert clip.colorspace_settings.name == "sRGB"
+    key_srgb, s = track.result_key(bpy.context, clip)
+    assert s["colorspace"] == "srgb" and s["notes"] == []
+    clip.colorspace_settings.name = "Linear Rec.709"       # the same name in 4.2 LTS and 5.x
+    key_lin, s = track.result_key(bpy.context, clip)
+    assert s["colorspace"] == "linear" and key_lin != key_srgb
+    tr, sv = jobs.engine_steps(track.engine_input(clip), Path("{work}"), s, sys.executable)
+    assert tr[3] == "track" and _flag(tr, "--colorspace") == "linear"
+    assert "--colorspace" not in sv
+    assert _flag(tr, "--memory-limit") == _flag(sv, "--memory-limit") == str(8 * 1024)
+    clip.colorspace_settings.name = "Non-Color"
+    key_raw, s = track.result_key(bpy.context, clip)
+    assert s["colorspace"] == "raw" and key_raw not in (key_srgb, key_lin)
+    # a smaller memory limit: passed on, same cache entry
+    clip.colorspace_settings.name = "Linear Rec.709"
+    monkeypatch.setattr(preferences._Defaults, "memory_limit_gb", 0.5)
+    key2, s = track.result_key(bpy.context, clip)
+    assert key2 == key_lin and s["memory_limit_mb"] == 512
+    tr, sv = jobs.engine_steps(track.engine_input(clip), Path("{work}"), s, sys.executable)
+    assert _flag(tr, "--memory-limit") == _flag(sv, "--memory-limit") == "512"
+
+
+def test_every_blender_colour_space_is_mapped(wt):
+    """Each colour space this Blender offers (names differ between 4.2 LTS and 5.x) has a
+    documented engine mapping; an unknown one (a studio OCIO config) falls back to auto with a
+    note that starts the job log."""
+    from worldtrack.operators import jobs
+
+    img = bpy.data.images.new("wt_cs_probe", 4, 4)
+    try:
+        names = [i.identifier for i in
+                 img.colorspace_settings.bl_rna.properties["name"].enum_items]
+    finally:
+        bpy.data.images.remove(img)
+    assert "Linear Rec.709" in names and "Non-Color" in names and "sRGB" in names
+    missing = [n for n in names if n not in jobs.COLORSPACE_MAP]
+    assert not missing, f"colour spaces without an engine mapping: {missing}"
+    assert jobs.engine_colorspace("ACEScg") == ("linear", None)
+    assert jobs.engine_colorspace("AgX Log") == ("srgb", None)
+    mode, note = jobs.engine_colorspace("Studio LogC4")
+    assert mode == "auto" and "Studio LogC4" in note
+    job = jobs.EngineJob([[sys.executable, "-c", "pass"]], "/nonexistent", "k", notes=[note])
+    assert job.messages == [note]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("engine.track.cli") is None
                     or importlib.util.find_spec("engine.solve.cli") is None,
                     reason="python -m engine track/solve not available yet")
@@ -209,7 +269,8 @@ def _real_steps(wt, tmp_path, T):
     jobs = wt.operators.jobs
     syn = wt_synth.make_trackdata(T=T, W=160, H=96)
     movie = wt_synth.write_video(tmp_path / "clip.mp4", syn.data)
-    settings = {"start": 0, "end": T - 1, "grid": 16, "max_size": 160, "device": "cpu"}
+    settings = {"start": 0, "end": T - 1, "grid": 16, "max_size": 160, "device": "cpu",
+                "colorspace": "srgb", "memory_limit_mb": 2048}
     from pathlib import Path as _P
 
     steps = jobs.engine_steps(str(movie), _P("{work}"), settings, sys.executable)

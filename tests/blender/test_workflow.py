@@ -345,3 +345,26 @@ def test_point_cache_operator_unsaved_and_saved(clip_setup, scene, tmp_path):
     mod = ob.modifiers["Worldtrack Cache"]
     assert mod.filepath.startswith("//") and Path(bpy.path.abspath(mod.filepath)).is_file()
     assert Path(bpy.path.abspath(mod.filepath)).parent == tmp_path / "worldtrack_cache"
+
+
+def test_solve_warnings_reach_the_user(clip_setup, scene, tmp_path, capfd):
+    """Warnings of the solve report (e.g. a weakly constrained focal) are kept on the clip, shown
+    in the panel and reported by Solve Camera."""
+    from engine.trackfile import load_trackfile, save_trackfile
+    from worldtrack.operators import common
+
+    syn, _, clip = clip_setup
+    warn = ["focal length poorly constrained by this shot: ±5.0 % (1σ)", "second warning"]
+    syn.data.metadata["solve"] = {**(syn.data.metadata.get("solve") or {}), "warnings": warn}
+    path = save_trackfile(tmp_path / "warned.npz", syn.data)
+    common.set_result(clip, path, load_trackfile(path))
+    assert clip.worldtrack.solve_warnings.splitlines() == warn
+    capfd.readouterr()
+    assert bpy.ops.worldtrack.solve_camera() == {"FINISHED"}
+    out = "".join(capfd.readouterr())
+    assert "Solve: focal length poorly constrained" in out and "Solve: second warning" in out
+    # a result without warnings clears them
+    syn.data.metadata["solve"]["warnings"] = []
+    path2 = save_trackfile(tmp_path / "clean.npz", syn.data)
+    common.set_result(clip, path2, load_trackfile(path2))
+    assert clip.worldtrack.solve_warnings == ""

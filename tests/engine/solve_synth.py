@@ -4,7 +4,9 @@ World: Z up, metres. Cameras: cam_to_world in OpenCV axes. Scenes are built from
 a ground plane, a back wall and boxes; the camera path is one of ``orbit`` (hand-held dolly/orbit
 with shake), ``tripod`` (nodal pan/tilt), ``zoom`` (nodal, focal ramps 1.0x -> 1.6x), ``orbit_zoom`` (the
 orbit path while zooming 1.0x -> 1.4x) or
-``dynamic`` (orbit plus a large moving rigid box). Observations get 0.3 px Gaussian noise and a
+``dynamic`` (orbit plus a large moving rigid box) or ``forward`` (dolly-in: the camera drives
+straight ahead along its optical axis with slight shake, as from a car; the focal length is then
+barely observable). Observations get 0.3 px Gaussian noise and a
 fraction of gross-outlier tracks (sudden jumps and slow drifts of 10-40 px).
 """
 from __future__ import annotations
@@ -83,6 +85,12 @@ def make_scene(kind: str = "orbit", T: int = 40, n_points: int = 1500, W: int = 
             c2w[t] = M
         if kind == "zoom":
             focals = f0 * (1.0 + 0.6 * s ** 1.5)
+    elif kind == "forward":
+        # 4 m straight ahead at 1.5 m height; shake of a few cm and ~0.2 deg (a car, a dolly)
+        shake = smooth_noise(rng, T, 3, 0.02, knots=max(3, T // 5))
+        for t in range(T):
+            C = np.array([0.0, -4.0 + 4.0 * s[t], 1.5]) + shake[t]
+            c2w[t] = look_at(C, C + np.array([0.0, 10.0, -0.3]) + shake[t] * 3)
     else:
         raise ValueError(kind)
     if kind == "orbit_zoom":

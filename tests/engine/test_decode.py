@@ -8,7 +8,8 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from engine.decode import DecodeError, open_footage, parse_frame_range  # noqa: E402
+from engine.decode import (DecodeError, open_footage, parse_frame_range,  # noqa: E402
+                           srgb_eotf, srgb_oetf)
 
 
 def _frames(n=5, w=64, h=48):
@@ -88,6 +89,115 @@ def test_exr_sequence(tmp_path):
     fo = open_footage(folder / "r_###.exr")
     got = list(fo.frames())
     assert len(got) == 2 and got[0].dtype == np.uint8 and got[0].max() > 200
+
+
+def _write_float_seq(folder, images, name="r_{:03d}.exr"):
+    """Float32 EXR frames (RGB in, BGR on disk); skips when this OpenCV cannot write EXR."""
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        if not cv2.imwrite(str(folder / name.format(i)),
+                           np.ascontiguousarray(img[..., ::-1], dtype=np.float32)):
+            pytest.skip("this OpenCV build cannot write EXR")
+    return folder / name.replace("{:03d}", "###")
+
+
+def _srgb_test_image(w=64, h=48):
+    """An 8-bit sRGB picture with smooth texture and a full dark-to-bright ramp (the dark end is
+    where a plain gamma and the sRGB curve differ most)."""
+    img = _frames(1, w, h)[0].copy()
+    img[:4] = np.linspace(0, 255, w).round().astype(np.uint8)[None, :, None]
+    return img
+
+
+def test_oetf_is_the_piecewise_srgb_curve():
+    x = np.array([0.0, 0.002, 0.0031308, 0.01, 0.18, 0.5, 1.0], np.float32)
+    want = np.where(x <= 0.0031308, 12.92 * x, 1.055 * x ** (1 / 2.4) - 0.055)
+    np.testing.assert_allclose(srgb_oetf(x), want, atol=1e-6)
+    assert abs(float(srgb_oetf(np.float32(0.18))) - 0.4613561) < 1e-5   # mid grey: 118/255
+    v = np.linspace(0, 1, 1001, dtype=np.float32)
+    np.testing.assert_allclose(srgb_oetf(srgb_eotf(v)), v, atol=1e-5)
+
+
+def test_linear_exr_decodes_like_the_srgb_png(tmp_path):
+    """colorspace=linear: a scene-linear EXR of a picture decodes to the 8-bit sRGB PNG of the
+    same picture within one level, frame by frame; auto keeps its plain-gamma guess."""
+    base = _srgb_test_image()
+    frames = [base, np.roll(base, 3, axis=1)]
+    _write_seq(tmp_path / "png", frames)
+    exr = _write_float_seq(tmp_path / "exr", [srgb_eotf(f / 255.0) for f in frames])
+    png = list(open_footage(tmp_path / "png").frames())
+    lin = list(open_footage(exr, colorspace="linear").frames())
+    assert len(lin) == 2 and lin[0].dtype == np.uint8
+    for a, b in zip(lin, png):
+        assert np.abs(a.astype(int) - b).max() <= 1
+    # auto is unchanged: clip + plain display gamma 1/2.2 (so it does NOT match the PNG)
+    auto = next(open_footage(exr).frames())
+    lin0 = srgb_eotf(frames[0] / 255.0)
+    np.testing.assert_array_equal(auto, (np.clip(lin0, 0, 1) ** (1 / 2.2) * 255 + 0.5)
+                                  .astype(np.uint8))
+    assert np.abs(auto.astype(int) - png[0]).max() > 5
+    # downscaled working frames agree as well (conversion before resampling, like auto)
+    small_png = next(open_footage(tmp_path / "png", max_side=32).frames())
+    small_lin = next(open_footage(exr, max_side=32, colorspace="linear").frames())
+    assert np.abs(small_lin.astype(int) - small_png).max() <= 1
+
+
+def test_linear_16bit_png_and_8bit_linear(tmp_path):
+    base = _srgb_test_image()
+    lin = srgb_eotf(base / 255.0)
+    d16 = tmp_path / "p16"
+    d16.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(d16 / f"f_{i:02d}.png"),
+                    cv2.cvtColor((lin * 65535 + 0.5).astype(np.uint16), cv2.COLOR_RGB2BGR))
+    got = next(open_footage(d16, colorspace="linear").frames())
+    assert np.abs(got.astype(int) - base).max() <= 1
+    # 16-bit as display-encoded: srgb and raw rescale with rounding, auto keeps the top byte
+    enc = tmp_path / "e16"
+    enc.mkdir()
+    v16 = (base.astype(np.uint16) * 257 + np.uint16(200))
+    for i in range(2):
+        cv2.imwrite(str(enc / f"f_{i:02d}.png"), cv2.cvtColor(v16, cv2.COLOR_RGB2BGR))
+    want = np.round(v16 / 257.0).clip(0, 255).astype(np.uint8)
+    for cs in ("srgb", "raw"):
+        np.testing.assert_array_equal(next(open_footage(enc, colorspace=cs).frames()), want)
+    np.testing.assert_array_equal(next(open_footage(enc).frames()), (v16 >> 8).astype(np.uint8))
+    # 8-bit: srgb / raw / auto are the file itself; linear applies the curve
+    _write_seq(tmp_path / "p8", [base, base])
+    for cs in ("auto", "srgb", "raw"):
+        np.testing.assert_array_equal(next(open_footage(tmp_path / "p8", colorspace=cs).frames()),
+                                      base)
+    np.testing.assert_array_equal(next(open_footage(tmp_path / "p8", colorspace="linear").frames()),
+                                  (srgb_oetf(base / 255.0) * 255 + 0.5).astype(np.uint8))
+
+
+def test_srgb_float_is_clipped_and_raw_is_normalised_over_the_clip(tmp_path):
+    base = _srgb_test_image()
+    enc = base / 255.0
+    hot = enc.copy()
+    hot[10, 10] = 1.7          # over-range and negative values are clipped, not wrapped
+    hot[11, 11] = -0.3
+    exr = _write_float_seq(tmp_path / "srgb", [hot, hot])
+    got = next(open_footage(exr, colorspace="srgb").frames())
+    want = (enc * 255 + 0.5).astype(np.uint8)
+    want[10, 10], want[11, 11] = 255, 0
+    assert np.abs(got.astype(int) - want).max() <= 1 and (got[10, 10] == 255).all()
+    # raw: data in 3..10 (a depth-like pass); the first frame's robust range maps to 0..255 and
+    # the same mapping holds for later frames (a darker second frame stays darker)
+    data0 = 3.0 + 7.0 * enc
+    data1 = 3.0 + 3.5 * enc
+    exr = _write_float_seq(tmp_path / "raw", [data0, data1])
+    fo = open_footage(exr, colorspace="raw")
+    lo, hi = np.percentile(data0.astype(np.float32), (0.5, 99.5))
+    assert fo.value_range == pytest.approx((lo, hi), rel=1e-5)
+    f0, f1 = list(fo.frames())
+    want0 = (np.clip((data0 - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
+    want1 = (np.clip((data1 - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
+    assert np.abs(f0.astype(int) - want0).max() <= 1 and np.abs(f1.astype(int) - want1).max() <= 1
+    assert f1.mean() < f0.mean() - 40
+    with pytest.raises(DecodeError, match="colorspace"):
+        open_footage(exr, colorspace="acescg")
 
 
 @pytest.mark.parametrize("case", ["missing", "empty_dir", "no_match", "single_image", "bad_range"])

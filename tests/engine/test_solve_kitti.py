@@ -95,5 +95,43 @@ def test_kitti_solve(shared_data):
     a2, _ = ate(auto.cam_to_world, c2w_gt)
     ferr = abs(auto.report["focal_px"] / f_true - 1)
     print(f"KITTI self-calibrated: ATE {a2 / length:.3%}, focal {auto.report['focal_px']:.1f} px "
-          f"(true {f_true:.1f}, error {ferr:.1%}), warnings {auto.report['warnings']}")
+          f"(true {f_true:.1f}, error {ferr:.1%}, 1-sigma {auto.report['focal_sigma_rel']:.1%}), "
+          f"warnings {auto.report['warnings']}")
     assert a2 / length < 0.03
+    # forward driving: the focal is weakly observable, and the solver must say so
+    _assert_focal_warning(auto.report, ferr)
+    assert known.report["focal_sigma_rel"] == 0.0 and not _focal_warnings(known.report)
+
+
+def _focal_warnings(report):
+    return [w for w in report["warnings"] if "focal length poorly constrained" in w]
+
+
+def _assert_focal_warning(report, ferr):
+    from engine.solve.observability import FOCAL_SIGMA_WARN
+
+    rel = report["focal_sigma_rel"]
+    assert rel > 2 * FOCAL_SIGMA_WARN, rel
+    assert len(_focal_warnings(report)) == 1, report["warnings"]
+    # the uncertainty is of the size of the actual error (not 10x smaller)
+    assert ferr < 6 * rel, (ferr, rel)
+
+
+def test_kitti_forward_motion_warns_focal(shared_data):
+    """The first 30 frames (straight driving): the self-calibrated focal comes with the warning
+    and an uncertainty of the size of its actual error; the known focal comes with none."""
+    from engine.solve.pipeline import solve_cameras
+
+    root = shared_data / "kitti_seq1"
+    if not root.is_dir():
+        pytest.skip("kitti_seq1 not present")
+    imgs, _, K_gt = load_kitti(root, n_frames=30)
+    xy, vis = lk_tracks(imgs)
+    H, W = imgs[0].shape
+    f_true = K_gt[0, 0]
+    auto = solve_cameras(xy, vis, None, (W, H))
+    ferr = abs(auto.report["focal_px"] / f_true - 1)
+    print(f"KITTI 30 frames: focal error {ferr:.1%}, 1-sigma {auto.report['focal_sigma_rel']:.1%}")
+    _assert_focal_warning(auto.report, ferr)
+    known = solve_cameras(xy, vis, None, (W, H), focal=f_true)
+    assert known.report["focal_sigma_rel"] == 0.0 and not _focal_warnings(known.report)

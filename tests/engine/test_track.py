@@ -224,3 +224,84 @@ def test_dis_pair_flow_option(clip_and_seq, tmp_path):
     assert ours["AJ"] > score(c.query, c, bt, bv)["AJ"], ours
     with pytest.raises(TrackError, match="pair_flow"):
         track_clip(pat, tmp_path / "e.npz", pair_flow="raft", device="cpu")
+
+
+def test_linear_exr_clip_with_colorspace_linear_tracks_a_known_shift(tmp_path):
+    """A scene-linear float EXR sequence (the view slides 2 px right, 1 px down per frame):
+    with colorspace="linear" the decoder applies the sRGB curve and the tracker follows the
+    content exactly."""
+    import os
+
+    from engine.decode import srgb_eotf
+    from track_synth import texture
+
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    w, h, T, dx, dy = 64, 48, 6, 2, 1
+    big = texture(h + T * dy + 8, w + T * dx + 8, seed=11)
+    folder = tmp_path / "exr"
+    folder.mkdir()
+    for t in range(T):
+        view = big[4 + t * dy:4 + t * dy + h, 4 + t * dx:4 + t * dx + w]
+        lin = srgb_eotf(view / 255.0)[..., ::-1]
+        if not cv2.imwrite(str(folder / f"lin_{t:03d}.exr"), np.ascontiguousarray(lin)):
+            pytest.skip("this OpenCV build cannot write EXR")
+    out = track_clip(folder / "lin_###.exr", tmp_path / "lin.npz", grid=6, device="cpu",
+                     colorspace="linear", progress=Progress("quiet"))
+    d = load_trackfile(out)
+    assert d.metadata["engine"]["settings"]["colorspace"] == "linear"
+    t = np.arange(T)
+    want = d.query[:, None, 1:] - np.stack([dx * t, dy * t], 1)[None].astype(np.float32)
+    inside = ((want[..., 0] >= 3) & (want[..., 0] <= w - 4) & (want[..., 1] >= 3)
+              & (want[..., 1] <= h - 4))
+    err = np.linalg.norm(d.tracks_2d - want, axis=-1)[inside]
+    assert inside.sum() > 200
+    assert np.median(err) < 0.25 and np.mean(err < 1.0) > 0.95, (np.median(err), np.mean(err < 1))
+    assert d.visible[inside].mean() > 0.95
+
+
+def test_memory_limit_gives_identical_tracks_in_smaller_blocks(clip_and_seq, tmp_path,
+                                                                monkeypatch):
+    """The smallest limit the working resolution allows: output in several chunks of tracks and
+    blocks of frames, arena-less ONNX sessions, pages released -- the track file is identical
+    to the one without a limit (so the limit need not be part of any cache key)."""
+    import engine.track.api as api
+    from engine.track.memory import LeanKernels, track_minimum_mb
+
+    _, pat = clip_and_seq
+    rows, kernels = [], []
+    real_row_chunk, real_make = api._row_chunk, api.make_kernels
+    monkeypatch.setattr(api, "_row_chunk", lambda n, t, b: rows.append(
+        (n, real_row_chunk(n, t, b))) or rows[-1][1])
+    monkeypatch.setattr(api, "make_kernels", lambda *a: kernels.append(real_make(*a))
+                        or kernels[-1])
+    free = load_trackfile(track_clip(pat, tmp_path / "free.npz", device="cpu",
+                                     progress=Progress("quiet")))
+    n_free = len(rows)
+    least = track_minimum_mb((112, 84))
+    tight = load_trackfile(track_clip(pat, tmp_path / "tight.npz", device="cpu",
+                                      memory_limit_mb=least, progress=Progress("quiet")))
+    assert not isinstance(kernels[0], LeanKernels) and isinstance(kernels[1], LeanKernels)
+    assert all(r == n for n, r in rows[:n_free])
+    assert any(r < n for n, r in rows[n_free:])   # the limited run wrote in several chunks
+    assert tight.n_tracks == free.n_tracks > 112 * 84
+    for name, a in free.arrays().items():
+        assert np.array_equal(np.asarray(a), np.asarray(tight.arrays()[name]), equal_nan=True), name
+
+
+def test_memory_limit_too_small_fails_early_with_what_it_needs(clip_and_seq, tmp_path):
+    from engine.track.memory import MemoryLimitError, track_minimum_mb
+
+    _, pat = clip_and_seq
+    need = track_minimum_mb((112, 84))
+    with pytest.raises(MemoryLimitError, match=f"needs at least {need} MiB.*Working Resolution"):
+        track_clip(pat, tmp_path / "x.npz", device="cpu", memory_limit_mb=need - 1)
+    assert not (tmp_path / "x.npz").exists() and not list(tmp_path.glob(".wt-*"))
+    r = subprocess.run([sys.executable, "-m", "engine", "track", pat, "--out",
+                        str(tmp_path / "y.npz"), "--memory-limit", "64", "--max-side", "112"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "needs at least" in r.stderr
+    assert "raise the memory limit" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "engine", "track", pat, "--out",
+                        str(tmp_path / "y.npz"), "--memory-limit", "0"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "positive" in r.stderr
