@@ -8,8 +8,9 @@ not grow with the clip -- on footage whose truth is exact by construction:
 * the background is a large multi-scale noise texture seen through a window that pans
   (sub-pixel offsets ``ox(t), oy(t)``, bicubic resampling), so a background point at ``(x, y)``
   in frame ``tq`` is at ``(x + ox(tq) - ox(t), y + oy(tq) - oy(t))`` in frame ``t``;
-* a textured rectangle (its own texture) sweeps back and forth in front of it: background
-  points inside it are occluded; queries are on the background only;
+* a textured rectangle (its own texture) sweeps back and forth in front of it, leaving the
+  frame and coming back: background points under it are occluded; queries are on the
+  background only;
 * mild sensor noise.
 
 ``python -m benchmarks.longclip --frames 1200 --out bench_out/long`` renders the clip (PNG
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+RENDER_VERSION = 2      # bump when the picture or its truth changes (invalidates cached renders)
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,9 @@ class PanSettings:
         w, h = self.size
         t = np.arange(self.frames, dtype=np.float64)
         ow, oh = 0.3 * w, 0.35 * h
-        cx = 0.5 * w + 0.55 * w * np.sin(t / 23.0)
+        # it sweeps out of the frame and back (about 35 frames out each time): points on it
+        # leave for good from a pass's point of view, and come back for later anchors
+        cx = 0.5 * w + 0.9 * w * np.sin(t / 23.0)
         cy = 0.45 * h + 0.1 * h * np.cos(t / 31.0)
         return np.stack([cx - ow / 2, cy - oh / 2, cx + ow / 2, cy + oh / 2], 1)
 
@@ -71,7 +75,7 @@ def render(st: PanSettings, out: Path) -> Path:
     """Write ``out/frames/NNNNN.png`` (cached by settings) and ``out/gt.npz``; returns ``out``."""
     import cv2
 
-    tag = json.dumps(st.__dict__, sort_keys=True)
+    tag = json.dumps({**st.__dict__, "version": RENDER_VERSION}, sort_keys=True)
     if (out / "settings.json").is_file() and (out / "settings.json").read_text() == tag \
             and (out / "gt.npz").is_file():
         return out

@@ -37,10 +37,13 @@ Metadata keys (``REQUIRED_METADATA`` are mandatory): ``format`` (always ``"world
 
 Memory: :class:`TrackFileWriter` preallocates every array as an ``.npy`` memory map on disk, lets
 the producer fill any slice (e.g. one chunk of tracks at a time) and finally packs them into the
-archive in fixed-size blocks; :func:`load_trackfile` memory-maps the stored members, so a reader
-touches only the slices it indexes. Neither ever needs a whole dense result in RAM. The final file
-appears atomically (written as ``<name>.partial`` and renamed), so a cancelled run never leaves a
-file that looks complete.
+archive; :func:`load_trackfile` memory-maps the stored members, so a reader touches only the
+slices it indexes. Neither ever needs a whole dense result in RAM: the writer's initial fill,
+:func:`validate` and the packing work in blocks of rows (``block_bytes``, default
+``_BLOCK_BYTES`` = 16 MiB) and drop each block's pages of a disk memory map from the process
+afterwards (:func:`engine.pages.release_pages`), so their resident memory stays about one block
+whatever the file size. The final file appears atomically (written as ``<name>.partial`` and
+renamed), so a cancelled run never leaves a file that looks complete.
 """
 from __future__ import annotations
 
@@ -54,6 +57,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from .pages import release_pages
 
 FORMAT_NAME = "worldtrack.trackfile"
 FORMAT_VERSION = 1
@@ -75,7 +80,10 @@ _SPEC: dict[str, tuple[np.dtype, Any]] = {
 }
 REQUIRED_ARRAYS = ("query", "tracks_2d", "visible", "confidence", "tracks_3d", "cam_to_world", "K")
 OPTIONAL_ARRAYS = ("group", "colors", "reproj_error", "depth")
-_BLOCK_BYTES = 64 << 20  # packing / validation block size
+#: Default block size (bytes) of the writer's fill, validation and packing. Small enough to be
+#: negligible next to the tracker (and to a memory limit), large enough that the per-block
+#: overhead (a numpy call and an ``madvise``) is noise.
+_BLOCK_BYTES = 16 << 20
 
 
 class TrackFileError(ValueError):
@@ -193,27 +201,47 @@ def _check_metadata(md: Any) -> None:
         raise TrackFileError(f"metadata 'fps' must be > 0, got {md['fps']!r}")
 
 
-def _row_slices(*arrays: np.ndarray) -> Iterator[slice]:
-    """Slices of leading rows, the same for every array, each block about _BLOCK_BYTES in the
-    widest array (memory-bounded scans of arrays that share their first axis)."""
+def _row_slices(*arrays: np.ndarray, block_bytes: int | None = None) -> Iterator[slice]:
+    """Slices of leading rows, the same for every array, each block about ``block_bytes``
+    (default ``_BLOCK_BYTES``; at least one row) in the widest array (memory-bounded scans of
+    arrays that share their first axis)."""
+    budget = int(block_bytes or _BLOCK_BYTES)
     n = arrays[0].shape[0] if arrays[0].ndim else 1
     row = max(max(1, a.nbytes // max(1, a.shape[0] if a.ndim else 1)) for a in arrays)
-    step = max(1, _BLOCK_BYTES // row)
+    step = max(1, budget // row)
     for s in range(0, max(n, 1), step):
         yield slice(s, s + step)
 
 
-def _blocks(a: np.ndarray) -> Iterator[np.ndarray]:
-    """Blocks of rows of ``a`` of about _BLOCK_BYTES each."""
+def _blocks(a: np.ndarray, block_bytes: int | None = None) -> Iterator[np.ndarray]:
+    """Blocks of rows of ``a`` of about ``block_bytes`` each; after each block has been used
+    (when the consumer asks for the next one, or stops) its pages are dropped from the process
+    if ``a`` is a disk memory map."""
     if a.ndim == 0:
         yield a
         return
-    for sl in _row_slices(a):
-        yield a[sl]
+    try:
+        for sl in _row_slices(a, block_bytes=block_bytes):
+            yield a[sl]
+            release_pages(a)
+    finally:
+        release_pages(a)   # also when the consumer stops early (an error found, an exception)
 
 
-def validate(data: TrackData) -> None:
-    """Raise :class:`TrackFileError` with a clear message if ``data`` breaks the contract."""
+def _fill(a: np.ndarray, value, block_bytes: int | None = None) -> None:
+    """``a[...] = value`` block by block, dropping each written block's pages from the process
+    (for a disk memory map the data goes to the file; the resident set stays one block)."""
+    for blk in _blocks(a, block_bytes):
+        blk[...] = value
+
+
+def validate(data: TrackData, block_bytes: int | None = None) -> None:
+    """Raise :class:`TrackFileError` with a clear message if ``data`` breaks the contract.
+
+    Per-track arrays are scanned in blocks of about ``block_bytes`` (default ``_BLOCK_BYTES``);
+    the pages of disk memory maps are dropped from the process after each block, so validating
+    a file of any size needs about one block of memory.
+    """
     _check_metadata(data.metadata)
     arrays = data.arrays()
     for name in REQUIRED_ARRAYS:
@@ -238,8 +266,11 @@ def validate(data: TrackData) -> None:
             raise TrackFileError(f"'{name}' has shape {tuple(a.shape)}, expected {want}")
         if a.dtype != dtype:
             raise TrackFileError(f"'{name}' has dtype {a.dtype}, expected {dtype}")
-    # Finite checks, block by block so memory stays bounded.
-    for name in ("query", "cam_to_world", "K"):
+    # Per-track arrays block by block so memory stays bounded; per-frame ones are small.
+    q = arrays["query"]
+    if not all(np.isfinite(blk).all() for blk in _blocks(q, block_bytes)):
+        raise TrackFileError("'query' contains NaN or infinite values (query must be finite)")
+    for name in ("cam_to_world", "K"):
         if not np.isfinite(arrays[name]).all():
             bad = "camera poses" if name == "cam_to_world" else name
             raise TrackFileError(f"'{name}' contains NaN or infinite values ({bad} must be finite)")
@@ -253,17 +284,24 @@ def validate(data: TrackData) -> None:
     k = arrays["K"]
     if (k[:, 0, 0] <= 0).any() or (k[:, 1, 1] <= 0).any() or not np.allclose(k[:, 2], [0, 0, 1]):
         raise TrackFileError("K must have positive focal lengths and last row [0, 0, 1]")
-    q = arrays["query"]
-    if n and ((q[:, 0] < 0) | (q[:, 0] > t - 1)).any():
+    if n and any(((blk[:, 0] < 0) | (blk[:, 0] > t - 1)).any() for blk in _blocks(q, block_bytes)):
         raise TrackFileError(f"query frame indices must lie in [0, {t - 1}]")
-    for blk in _blocks(arrays["confidence"]):
+    for blk in _blocks(arrays["confidence"], block_bytes):
         if blk.size and (np.isnan(blk).any() or (blk < 0).any() or (blk > 1).any()):
             raise TrackFileError("confidence must lie in [0, 1] (no NaN)")
     xy, vis = arrays["tracks_2d"], arrays["visible"]
-    for sl in _row_slices(xy, vis):
-        if xy[sl].size and not np.isfinite(xy[sl][vis[sl]]).all():
-            raise TrackFileError("tracks_2d has NaN/inf at frames marked visible")
-    if "group" in arrays and n and (arrays["group"] < -1).any():
+    try:
+        for sl in _row_slices(xy, vis, block_bytes=block_bytes):
+            fin = np.isfinite(xy[sl])       # bool temporaries only, no copy of the block
+            if not ((fin[..., 0] & fin[..., 1]) | ~vis[sl]).all():
+                raise TrackFileError("tracks_2d has NaN/inf at frames marked visible")
+            release_pages(xy)
+            release_pages(vis)
+    finally:
+        release_pages(xy)
+        release_pages(vis)
+    if "group" in arrays and n and any((blk < -1).any()
+                                       for blk in _blocks(arrays["group"], block_bytes)):
         raise TrackFileError("group ids must be -1 (static) or >= 0")
 
 
@@ -282,22 +320,36 @@ class TrackFileWriter:
     Required arrays start as: NaN for tracks/3D, False for visibility, 0 for confidence,
     identity cameras, and K must be filled by the caller. Optional arrays are created on demand
     with :meth:`add` (e.g. ``w.add("group")``).
+
+    Memory: the writer's own work (the initial fill, the final validation and packing) goes in
+    blocks of about ``block_bytes`` (default ``_BLOCK_BYTES``, 16 MiB) and drops each block's
+    pages from the process, so it needs about one block of memory whatever N x T; what the
+    producer writes stays resident until it calls :meth:`release` (e.g. after each block) or
+    :meth:`close` does. The output does not depend on ``block_bytes``.
     """
 
     def __init__(self, path: str | os.PathLike, n_tracks: int, n_frames: int, metadata: dict,
-                 scratch_dir: str | os.PathLike | None = None):
+                 scratch_dir: str | os.PathLike | None = None, block_bytes: int | None = None):
+        if block_bytes is not None and int(block_bytes) <= 0:
+            raise ValueError(f"block_bytes must be positive, got {block_bytes}")
         self.path = Path(path)
         self.n, self.t = int(n_tracks), int(n_frames)
         self.metadata = dict(metadata)
+        self.block_bytes = None if block_bytes is None else int(block_bytes)
         parent = Path(scratch_dir) if scratch_dir else self.path.parent
         parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=".wt-", dir=parent))
         self._arrays: dict[str, np.ndarray] = {}
-        for name in REQUIRED_ARRAYS:
-            self.add(name)
-        self["tracks_2d"][:] = np.nan
-        self["tracks_3d"][:] = np.nan
-        self["cam_to_world"][:] = np.eye(4, dtype=np.float32)
+        try:
+            for name in REQUIRED_ARRAYS:
+                self.add(name)
+            # the files start as zeros (sparse); NaN / identity are written block by block
+            _fill(self["tracks_2d"], np.nan, self.block_bytes)
+            _fill(self["tracks_3d"], np.nan, self.block_bytes)
+            _fill(self["cam_to_world"], np.eye(4, dtype=np.float32), self.block_bytes)
+        except BaseException:   # disk full, Ctrl-C: leave no scratch behind
+            self.abort()
+            raise
 
     def add(self, name: str) -> np.ndarray:
         """Create (or return) the on-disk array ``name``."""
@@ -310,21 +362,29 @@ class TrackFileWriter:
         arr = np.lib.format.open_memmap(self._tmp / f"{name}.npy", mode="w+", dtype=dtype,
                                         shape=shape)
         if name == "group":
-            arr[:] = -1
+            _fill(arr, -1, self.block_bytes)
         self._arrays[name] = arr
         return arr
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._arrays[name] if name in self._arrays else self.add(name)
 
+    def release(self, *names: str) -> None:
+        """Drop the pages the producer has touched in the named arrays (all when none are
+        named) from the process; what was written stays in the scratch files. Call it after
+        each block a producer writes to keep its resident set at one block."""
+        for name in names or tuple(self._arrays):
+            release_pages(self._arrays[name])
+
     def close(self) -> Path:
         """Validate, pack and atomically publish the file; returns its path."""
         for a in self._arrays.values():
             a.flush()
+        self.release()   # what the producer left resident; the data is in the files
         data = TrackData(metadata=self.metadata, **self._arrays)
         try:
-            validate(data)
-            _pack(self.path, data.arrays(), self.metadata)
+            validate(data, self.block_bytes)
+            _pack(self.path, data.arrays(), self.metadata, self.block_bytes)
         finally:
             self.abort()
         return self.path
@@ -344,19 +404,24 @@ class TrackFileWriter:
             self.abort()
 
 
-def _pack(path: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
-    """Stream ``arrays`` into an uncompressed npz at ``path`` via ``path.partial`` + rename."""
+def _pack(path: Path, arrays: dict[str, np.ndarray], metadata: dict,
+          block_bytes: int | None = None) -> None:
+    """Stream ``arrays`` into an uncompressed npz at ``path`` via ``path.partial`` + rename, in
+    blocks of rows of about ``block_bytes`` (memory maps' pages dropped after each block). The
+    bytes written do not depend on the block size."""
     partial = path.with_name(path.name + ".partial")
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, a in arrays.items():
-                a = np.asarray(a)
+                if not isinstance(a, np.ndarray):
+                    a = np.asarray(a)   # (a memmap is kept as it is: its pages get released)
                 with zf.open(name + ".npy", "w", force_zip64=True) as fh:
                     np.lib.format.write_array_header_2_0(
                         fh, {"descr": np.lib.format.dtype_to_descr(a.dtype),
                              "fortran_order": False, "shape": a.shape})
-                    for blk in _blocks(a):
-                        fh.write(np.ascontiguousarray(blk).tobytes())
+                    for blk in _blocks(a, block_bytes):
+                        # C-order bytes of the rows; no copy when the block already is C-contiguous
+                        fh.write(memoryview(np.ascontiguousarray(blk).reshape(-1).view(np.uint8)))
             md = np.array(json.dumps(metadata, default=_json_default))
             with zf.open("metadata.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, md, allow_pickle=False)
@@ -376,12 +441,14 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot store {type(o).__name__} in track-file metadata")
 
 
-def save_trackfile(path: str | os.PathLike, data: TrackData) -> Path:
-    """Validate ``data`` and write it (atomically) to ``path``."""
+def save_trackfile(path: str | os.PathLike, data: TrackData, block_bytes: int | None = None
+                   ) -> Path:
+    """Validate ``data`` and write it (atomically) to ``path``, in blocks of about
+    ``block_bytes`` (default ``_BLOCK_BYTES``; the file does not depend on it)."""
     path = Path(path)
-    validate(data)
+    validate(data, block_bytes)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _pack(path, data.arrays(), data.metadata)
+    _pack(path, data.arrays(), data.metadata, block_bytes)
     return path
 
 

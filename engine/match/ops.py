@@ -14,6 +14,8 @@ from ..runtime import get_session
 
 ONNX_DIR = Path(__file__).resolve().parent / "onnx"
 MIN_LEVEL_SIDE = 20
+#: The kernel graphs :class:`Kernels` runs (``ONNX_DIR / f"{name}.onnx"``).
+KERNEL_NAMES = ("features", "match", "score", "warp", "lk")
 
 
 def n_levels(h: int, w: int, max_levels: int = 5) -> int:
@@ -46,12 +48,18 @@ def median_flow(flow: np.ndarray, k: int = 5) -> np.ndarray:
 
 
 class Kernels:
-    """The ONNX kernels on one execution device. Sessions are cached process-wide."""
+    """The ONNX kernels on one execution device. Sessions are cached process-wide.
 
-    def __init__(self, device: str = "auto", threads: int | None = None):
+    ``arena``: use ONNX Runtime's CPU memory arena (default; fastest, but each session keeps
+    its peak allocation for the life of the process). ``False`` returns memory after every run
+    (what a memory limit wants: :func:`engine.track.memory.make_kernels`); results are the same.
+    """
+
+    def __init__(self, device: str = "auto", threads: int | None = None, arena: bool = True):
         self.device = device
-        self._s = {n: get_session(ONNX_DIR / f"{n}.onnx", device, threads)
-                   for n in ("features", "match", "score", "warp", "lk")}
+        self.arena = bool(arena)
+        self._s = {n: get_session(ONNX_DIR / f"{n}.onnx", device, threads, arena=self.arena)
+                   for n in KERNEL_NAMES}
 
     def features(self, gray: np.ndarray) -> np.ndarray:
         """Descriptors (C, h, w) of a grey image (h, w) with values in [0, 1]."""

@@ -23,11 +23,21 @@ from .field import FieldSettings, propagate
 from .frames import FrameStore
 
 
+#: A pass in one direction stops once fewer than this fraction of its points (and at least 16)
+#: have been visible for ``PATIENCE`` consecutive frames. On long clips each anchor then covers a
+#: temporal window around its frame instead of the whole clip (cost ~ window, not clip length);
+#: later anchors cover the rest, and their windows overlap by at least ``PATIENCE`` frames.
+MIN_ALIVE_FRACTION = 0.01
+PATIENCE = 24
+
+
 class AnchorField:
-    """The stored result of the dense passes from one anchor frame."""
+    """The stored result of the dense passes from one anchor frame over its temporal window
+    ``span`` = (first frame, last frame + 1); outside it positions are unknown (NaN) and hidden."""
 
     def __init__(self, store: FrameStore, anchor: int, scratch: Path):
         self.anchor = anchor
+        self.span = (anchor, anchor + 1)
         self.h, self.w = store.h, store.w
         self.data = np.lib.format.open_memmap(scratch / f"anchor_{anchor}.npy", mode="w+",
                                               dtype=np.float32, shape=(store.T, 4, store.h, store.w))
@@ -38,26 +48,46 @@ class AnchorField:
         self.budget.release(self.data)
 
     def run(self, store: FrameStore, cfg: FieldSettings, predict, check, advance) -> None:
+        """Propagate forwards and backwards from the anchor frame, each way until the clip ends
+        or the pass's points have been (almost) all gone for ``PATIENCE`` frames.
+        ``advance(n)`` hears about every frame of the clip exactly once (skipped ones at the end)."""
+        lo = hi = self.anchor
+        min_alive = max(16, int(MIN_ALIVE_FRACTION * self.h * self.w))
         for direction in (+1, -1):
             if (direction > 0 and self.anchor == store.T - 1) or (direction < 0 and self.anchor == 0):
                 continue
+            gone = 0
             for st in propagate(store, self.anchor, direction, cfg, predict, check):
-                if direction < 0 and st.t == self.anchor:
-                    continue
+                if direction < 0 and st.t == self.anchor and self.anchor < store.T - 1:
+                    continue    # the forward pass wrote the anchor frame already
                 self.data[st.t, 0:2] = st.pos
                 self.data[st.t, 2] = st.vis
                 self.data[st.t, 3] = st.conf
                 self.release()
                 store.release()
                 self.budget.trim()
+                lo, hi = min(lo, st.t), max(hi, st.t)
                 advance()
+                gone = gone + 1 if int(np.count_nonzero(st.vis)) < min_alive else 0
+                if gone >= PATIENCE:
+                    break
+        self.span = (lo, hi + 1)
+        skipped = store.T - (hi + 1 - lo)
+        if skipped:
+            advance(skipped)
+
+    def in_span(self, t: int) -> bool:
+        return self.span[0] <= t < self.span[1]
 
     def sample(self, u: np.ndarray, t0: int, t1: int) -> np.ndarray:
         """Fields of frames t0..t1-1 bilinearly sampled at anchor-grid coords u (M, 2) ->
         (M, t1 - t0, 4)."""
         out = np.empty((len(u), t1 - t0, 4), np.float32)
         for j, t in enumerate(range(t0, t1)):
-            out[:, j] = sample_points(np.asarray(self.data[t]), u)
+            if self.in_span(t):
+                out[:, j] = sample_points(np.asarray(self.data[t]), u)
+            else:   # outside this pass's window: unknown position, hidden
+                out[:, j] = (np.nan, np.nan, 0.0, 0.0)
         self.release()
         return out
 
@@ -65,11 +95,13 @@ class AnchorField:
         """Anchor-grid coords u (M, 2) whose tracks are visible at frame t at positions xy
         (M, 2); and an ok mask (M,) -- False where no visible track of this anchor reaches xy
         within ``tol`` px (the surface there is not seen from the anchor frame)."""
-        f = np.asarray(self.data[t])
-        pos, vis = f[0:2], f[2] > 0.5
         m = len(xy)
         u = np.zeros((m, 2), np.float32)
         ok = np.zeros(m, bool)
+        if not self.in_span(t):
+            return u, ok
+        f = np.asarray(self.data[t])
+        pos, vis = f[0:2], f[2] > 0.5
         if not vis.any():
             return u, ok
         # 1. splat visible anchor pixels to their (rounded) positions in frame t

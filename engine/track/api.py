@@ -126,6 +126,10 @@ DEFAULT_BLOCK_BYTES = 64 << 20
 _OUT_BYTES_PER_POINT = 13
 
 
+#: Clip frames per default anchor pass / reseed pass (see ``track_clip``'s max_anchors / reseed).
+WINDOW_FRAMES = 50
+
+
 def _frame_block(n: int, t: int, budget: int = DEFAULT_BLOCK_BYTES) -> int:
     """Frames per output block so that a block of n tracks stays within ``budget`` bytes."""
     return int(max(1, min(t, budget // max(1, n * 16))))
@@ -144,7 +148,8 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
                frames: tuple[int | None, int | None] | None = None, device: str = "auto",
                max_side: int | None = DEFAULT_MAX_SIDE, progress: Progress | None = None,
                predict: Callable[[int, int, np.ndarray], np.ndarray | None] | None = None,
-               threads: int | None = None, max_anchors: int = 8, reseed: int = 2,
+               threads: int | None = None, max_anchors: int | None = None,
+               reseed: int | None = None,
                pair_flow: str = "onnx", colorspace: str = "auto",
                memory_limit_mb: int | None = None, **settings) -> Path:
     """Track points through a clip and write a track file; returns its path.
@@ -156,6 +161,10 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
     (None/0 = full resolution). max_anchors: most dense passes used to serve queries on
     many frames (see :mod:`.anchors`). reseed: dense mode only, how many extra passes may start
     new tracks on the frames least covered by the existing ones (disocclusions, new surface).
+    They default to one per ``WINDOW_FRAMES`` and per ``WINDOW_FRAMES / 2`` frames of the clip, at
+    least 8 and 2 (what a 48-frame clip gets): each pass
+    covers a temporal window around its frame (it stops once its points are gone), so long
+    clips are served by overlapping windows whose tracks are stitched into one file.
     pair_flow: "onnx" (the ONNX matcher) or "dis" (OpenCV DIS) for the frame-to-frame flows
     that initialise the tracker. settings: fields of :class:`FieldSettings`.
     colorspace: what the footage's values are -- ``"auto"`` (8/16-bit integers display-referred,
@@ -190,7 +199,7 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
         raise TrackError(f"unknown tracker settings: {', '.join(sorted(unknown))}")
     if pair_flow not in ("onnx", "dis"):
         raise TrackError(f"pair_flow must be 'onnx' or 'dis', got {pair_flow!r}")
-    if max_anchors < 1:
+    if max_anchors is not None and max_anchors < 1:
         raise TrackError(f"max_anchors must be >= 1, got {max_anchors}")
     cfg = FieldSettings(**settings)
     q = make_queries(footage, queries, grid)
@@ -222,6 +231,8 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
             timings["track"] = time.monotonic() - t0
             budget.trim()
             md["engine"]["settings"]["anchors"] = sorted(int(a) for a in anchors)
+            md["engine"]["settings"]["anchor_windows"] = [list(anchors[a].span)
+                                                          for a in sorted(anchors)]
             if fallback.any() and progress is not None:
                 progress.message(f"{int(fallback.sum())} queries are not seen from any anchor "
                                  "frame; tracked best-effort at half confidence")
@@ -268,6 +279,9 @@ def _plan_and_run(store: FrameStore, footage: Footage, q: np.ndarray, dense: boo
         anchors[a] = f
         return f
 
+    windows = -(-T // WINDOW_FRAMES)
+    max_anchors = max(8, windows) if max_anchors is None else max_anchors
+    reseed = max(2, -(-T // (WINDOW_FRAMES // 2))) if reseed is None else reseed
     while (assign < 0).any() and len(anchors) < max_anchors:
         todo = np.nonzero(assign < 0)[0]
         frames, counts = np.unique(tq[todo], return_counts=True)
@@ -282,17 +296,19 @@ def _plan_and_run(store: FrameStore, footage: Footage, q: np.ndarray, dense: boo
                 assign[sel[ok]], u[sel[ok]] = a, uu[ok]
     fallback = assign < 0
     for i in np.nonzero(fallback)[0]:
-        # no anchor sees this point at its query frame: the closest anchor in time, best effort
-        a = min(anchors, key=lambda k: abs(k - tq[i]))
+        # no anchor sees this point at its query frame: the closest anchor in time whose window
+        # holds that frame (else the closest), best effort
+        a = min(anchors, key=lambda k: (not anchors[k].in_span(int(tq[i])), abs(k - tq[i])))
         uu, _ = anchors[a].invert(int(tq[i]), wxy[i:i + 1], tol=np.inf)
         assign[i], u[i] = a, uu[0]
     extra_q = []
     if dense:
+        coverage = _Coverage(anchors, store)
         for _ in range(reseed):
-            t_new, pix = _least_covered(anchors, store)
+            t_new, pix = coverage.least_covered()
             if t_new is None or t_new in anchors:
                 break
-            add_anchor(t_new)
+            coverage.added(add_anchor(t_new))
             xy = pix.astype(np.float32)
             extra_q.append((t_new, xy))
     stage.__exit__(None, None, None)
@@ -308,16 +324,23 @@ def _plan_and_run(store: FrameStore, footage: Footage, q: np.ndarray, dense: boo
     return q, assign, u, anchors, fallback
 
 
-def _least_covered(anchors, store: FrameStore, min_fraction: float = 0.03):
-    """The frame whose pixels are least covered by visible tracks, and its uncovered pixels
-    (K, 2) [x, y]; (None, None) when every frame is covered to within ``min_fraction``."""
-    import cv2
+class _Coverage:
+    """Per frame, how many working pixels no visible track covers (within 1 px). Recomputed only
+    over the window of each new anchor, so reseeding a long clip stays linear in its length."""
 
-    h, w = store.h, store.w
-    worst, worst_t, worst_mask = min_fraction * h * w, None, None
-    for t in range(store.T):
+    def __init__(self, anchors, store: FrameStore):
+        self.anchors, self.store = anchors, store
+        self.uncovered = np.full(store.T, -1, np.int64)      # -1: not computed yet
+
+    def mask(self, t: int) -> np.ndarray:
+        """(h, w) bool: pixels of frame t that no visible track reaches."""
+        import cv2
+
+        h, w = self.store.h, self.store.w
         cov = np.zeros((h, w), np.uint8)
-        for f in anchors.values():
+        for f in self.anchors.values():
+            if not f.in_span(t):
+                continue
             d = np.asarray(f.data[t])
             vis = d[2] > 0.5
             px = np.round(d[0][vis]).astype(int)
@@ -325,14 +348,21 @@ def _least_covered(anchors, store: FrameStore, min_fraction: float = 0.03):
             ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
             cov[py[ok], px[ok]] = 1
             f.release()
-        cov = cv2.dilate(cov, np.ones((3, 3), np.uint8))
-        n_unc = int((cov == 0).sum())
-        if n_unc > worst:
-            worst, worst_t, worst_mask = n_unc, t, cov == 0
-    if worst_t is None:
-        return None, None
-    ys, xs = np.nonzero(worst_mask)
-    return worst_t, np.stack([xs, ys], 1)
+        return cv2.dilate(cov, np.ones((3, 3), np.uint8)) == 0
+
+    def added(self, f) -> None:
+        self.uncovered[f.span[0]:f.span[1]] = -1
+
+    def least_covered(self, min_fraction: float = 0.03):
+        """The frame least covered by visible tracks and its uncovered pixels (K, 2) [x, y];
+        (None, None) when every frame is covered to within ``min_fraction``."""
+        for t in np.flatnonzero(self.uncovered < 0):
+            self.uncovered[t] = int(self.mask(int(t)).sum())
+        t = int(np.argmax(self.uncovered))
+        if self.uncovered[t] <= min_fraction * self.store.h * self.store.w:
+            return None, None
+        ys, xs = np.nonzero(self.mask(t))
+        return t, np.stack([xs, ys], 1)
 
 
 def _write(wr: TrackFileWriter, footage: Footage, q: np.ndarray, assign: np.ndarray,
@@ -378,7 +408,7 @@ def _write(wr: TrackFileWriter, footage: Footage, q: np.ndarray, assign: np.ndar
                 wr["visible"][sel, t0:t1] = vis
                 wr["confidence"][sel, t0:t1] = conf.astype(np.float32)
                 del a_, pos, vis, conf, at_q
-                budget.release(*out)
+                wr.release()    # one block resident, limit or not: the file can be GBs
 
 
 def _wrap_predict(predict, footage: Footage):

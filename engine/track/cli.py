@@ -51,8 +51,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--pair-flow", choices=("onnx", "dis"), default="onnx",
                    help="frame-to-frame flow that initialises the tracker: the ONNX matcher "
                         "(default) or OpenCV DIS (often better on very noisy footage)")
-    p.add_argument("--max-anchors", type=int, default=8,
-                   help="most dense passes used to serve queries on many frames")
+    p.add_argument("--max-anchors", type=int, default=None,
+                   help="most dense passes used to serve queries on many frames (default: one "
+                        "per 50 frames, at least 8; each covers a temporal window around its "
+                        "frame)")
     p.add_argument("--colorspace", choices=COLORSPACES, default="auto",
                    help="what the footage's values are: auto (default; 8/16-bit as display-"
                         "referred, float/EXR as linear with a display gamma 2.2), srgb "

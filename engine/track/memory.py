@@ -19,28 +19,31 @@ block sizes, caches and ONNX Runtime sessions as always. With a limit ``L`` MiB:
   (:meth:`MemoryBudget.array`).
 - **Lean ONNX sessions.** ONNX Runtime's CPU memory arena keeps every session's peak allocation
   for the life of the process (~100 MB at 320x240); with a limit the sessions are created
-  without it (:func:`make_kernels`), memory is returned after each run.
+  without it (:func:`make_kernels`: ``arena=False`` of :func:`engine.runtime.get_session`),
+  memory is returned after each run.
 
 Results: the tracker's output is bit-identical with and without a limit (each track and frame
 is computed independently of the block it is in; tested). The refine stage's smaller chunks
 change the length of some vectorised float64 operations, which can change the last bit of a
 few results (measured on a dense 320x240x48 solve: < 100 of 8.5 M positions, by < 1e-8 px).
 
-Everything that is not a mapping the engine owns (the interpreter, library code, ONNX Runtime's
-own scratch, the track-file writer's final validation and packing in :mod:`engine.trackfile`,
-which scans its arrays in 64 MB blocks) is estimated, not enforced: the limit is a planning
-bound, not an ``rlimit``.
+The track-file writer (:mod:`engine.trackfile`) is bounded with or without a limit: its fill,
+validation and packing go in 16 MiB blocks whose pages it drops after each (~26 MB with their
+temporaries, measured, whatever the file size; they run after tracking has given back its
+working memory). Everything that is
+not a mapping the engine owns (the interpreter, library code, ONNX Runtime's own scratch) is
+estimated, not enforced: the limit is a planning bound, not an ``rlimit``.
 """
 from __future__ import annotations
 
 import functools
-import mmap
 import os
 import tempfile
 
 import numpy as np
 
-from ..match.ops import ONNX_DIR, Kernels
+from ..match.ops import KERNEL_NAMES, Kernels  # noqa: F401 - KERNEL_NAMES re-exported
+from ..pages import release_pages  # noqa: F401 - re-exported: engine.track.memory.release_pages
 
 MIB = 1 << 20
 
@@ -148,21 +151,6 @@ class MemoryBudget:
         return a
 
 
-def release_pages(a) -> None:
-    """Drop ``a``'s pages from the process when it is a shared file-backed ``np.memmap``."""
-    mm = getattr(a, "_mmap", None)
-    if mm is None or getattr(a, "mode", "c") not in ("r", "r+", "w+"):
-        return  # not a memory map, or a private copy-on-write one (would lose its changes)
-    advise = getattr(mm, "madvise", None)
-    flag = getattr(mmap, "MADV_DONTNEED", None)
-    if advise is None or flag is None:
-        return
-    try:
-        advise(flag)
-    except (OSError, ValueError):  # closed map or an OS that refuses: only a missed saving
-        pass
-
-
 @functools.lru_cache(maxsize=1)
 def _libc():
     import ctypes
@@ -183,35 +171,13 @@ def _malloc_trim() -> None:
 
 
 # ------------------------------------------------------------------------------ ONNX sessions
-#: The kernel graphs :class:`engine.match.ops.Kernels` runs.
-KERNEL_NAMES = ("features", "match", "score", "warp", "lk")
-
-
-@functools.lru_cache(maxsize=64)
-def _lean_session(path: str, providers: tuple[str, ...], threads: int):
-    """Like :func:`engine.runtime.get_session`'s sessions, without the CPU memory arena."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    so.enable_cpu_mem_arena = False
-    return ort.InferenceSession(path, sess_options=so, providers=list(providers))
-
-
 class LeanKernels(Kernels):
     """:class:`~engine.match.ops.Kernels` on sessions without ONNX Runtime's CPU memory arena
-    (same graphs, options and providers as :func:`engine.runtime.get_session` otherwise)."""
+    (``arena=False``: same graphs, options and providers otherwise; see
+    :func:`engine.runtime.get_session`)."""
 
     def __init__(self, device: str = "auto", threads: int | None = None):
-        from ..runtime import default_threads, select_providers
-
-        providers, _ = select_providers(device)
-        self.device = device
-        self._s = {n: _lean_session(str((ONNX_DIR / f"{n}.onnx").resolve()), tuple(providers),
-                                    threads or default_threads()) for n in KERNEL_NAMES}
+        super().__init__(device, threads, arena=False)
 
 
 def make_kernels(device: str = "auto", threads: int | None = None,

@@ -38,3 +38,25 @@ def test_sessions_are_cached_and_run():
     assert s1 is s2
     out = s1.run(None, {"image": np.random.rand(1, 1, 24, 32).astype(np.float32)})[0]
     assert out.shape == (1, 8, 24, 32) and np.isfinite(out).all()
+
+
+def test_sessions_without_memory_arena():
+    """``arena=False`` (what a memory limit uses): a separately cached session with ONNX
+    Runtime's CPU arena off, the same results; Kernels pass it to all their sessions."""
+    from engine.match.ops import KERNEL_NAMES, Kernels
+
+    path = ONNX_DIR / "features.onnx"
+    pooled = runtime.get_session(path, "cpu", threads=1)
+    lean = runtime.get_session(path, "cpu", threads=1, arena=False)
+    assert lean is not pooled and lean is runtime.get_session(path, "cpu", threads=1, arena=False)
+    assert pooled.get_session_options().enable_cpu_mem_arena
+    assert not lean.get_session_options().enable_cpu_mem_arena
+    x = {"image": np.random.default_rng(0).random((1, 1, 24, 32), np.float32)}
+    np.testing.assert_array_equal(lean.run(None, x)[0], pooled.run(None, x)[0])
+
+    k_lean, k_pooled = Kernels("cpu", 1, arena=False), Kernels("cpu", 1)
+    assert not k_lean.arena and k_pooled.arena
+    assert all(not k_lean._s[n].get_session_options().enable_cpu_mem_arena for n in KERNEL_NAMES)
+    assert all(k_pooled._s[n].get_session_options().enable_cpu_mem_arena for n in KERNEL_NAMES)
+    img = x["image"][0, 0]
+    np.testing.assert_array_equal(k_lean.features(img), k_pooled.features(img))

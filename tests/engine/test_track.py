@@ -305,3 +305,60 @@ def test_memory_limit_too_small_fails_early_with_what_it_needs(clip_and_seq, tmp
                         str(tmp_path / "y.npz"), "--memory-limit", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "positive" in r.stderr
+
+
+def test_make_kernels_drops_the_onnx_arena_only_with_a_limit():
+    """With a limit the kernels' sessions run without ONNX Runtime's CPU arena (through the
+    public ``arena`` switch of Kernels / get_session), without one they are the shared pooled
+    sessions; the page helper is the one engine.trackfile uses too."""
+    import engine.pages
+    import engine.track.memory as mem
+    from engine.match.ops import KERNEL_NAMES, Kernels
+
+    free = mem.make_kernels("cpu", 1, mem.MemoryBudget())
+    lean = mem.make_kernels("cpu", 1, mem.MemoryBudget(512))
+    assert type(free) is Kernels and free.arena
+    assert isinstance(lean, mem.LeanKernels) and not lean.arena
+    for n in KERNEL_NAMES:
+        assert free._s[n].get_session_options().enable_cpu_mem_arena
+        assert not lean._s[n].get_session_options().enable_cpu_mem_arena
+    assert mem.release_pages is engine.pages.release_pages
+
+
+def test_long_clip_is_covered_by_overlapping_windows(tmp_path):
+    """Dense tracking of a pan whose content is replaced every ~35 frames: each anchor pass stops
+    once its points are gone (a temporal window), later passes start where surface is new, and
+    together they cover every frame; tracks from later windows follow the exact pan."""
+    from benchmarks.longclip import PanSettings, render
+
+    st = PanSettings(frames=120, size=(48, 36), queries_every=40)
+    clip = render(st, tmp_path / "pan")
+    d = load_trackfile(track_clip(str(clip / "frames"), tmp_path / "dense.npz", device="cpu",
+                                  progress=Progress("quiet")))
+    windows = d.metadata["engine"]["settings"]["anchor_windows"]
+    assert len(windows) >= 3
+    assert min(b - a for a, b in windows) < st.frames          # passes stop: windows, not clip
+    covered = np.zeros(st.frames, bool)
+    for a, b in windows:
+        covered[a:b] = True
+    assert covered.all()
+    w, h = st.size
+    vis, xy = np.asarray(d.visible), np.asarray(d.tracks_2d)
+    for t in range(st.frames):                                  # every frame has live tracks
+        m = np.zeros((h, w), np.uint8)
+        p = np.round(xy[vis[:, t], t]).astype(int)
+        ok = (p[:, 0] >= 0) & (p[:, 0] < w) & (p[:, 1] >= 0) & (p[:, 1] < h)
+        m[p[ok, 1], p[ok, 0]] = 1
+        assert (cv2.dilate(m, np.ones((3, 3), np.uint8)) > 0).mean() >= 0.75, t
+    # tracks started on later frames, on the background (away from the occluder): exact pan
+    off, occ = st.offsets(), st.occluder()
+    q = np.asarray(d.query)
+    tq = q[:, 0].astype(int)
+    x0, y0, x1, y1 = occ[tq].T
+    bg = (tq > 0) & ~((q[:, 1] > x0 - 3) & (q[:, 1] < x1 + 3) & (q[:, 2] > y0 - 3) & (q[:, 2] < y1 + 3))
+    truth = q[bg, None, 1:3] + off[tq[bg]][:, None] - off[None]
+    inside = ((truth[..., 0] >= 0) & (truth[..., 0] <= w - 1) & (truth[..., 1] >= 0)
+              & (truth[..., 1] <= h - 1))
+    seen = vis[bg] & inside & (np.arange(st.frames)[None] != tq[bg][:, None])
+    err = np.linalg.norm(xy[bg] - truth, axis=-1)[seen]
+    assert seen.sum() > 1000 and np.median(err) < 1.0, (seen.sum(), np.median(err))
