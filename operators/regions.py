@@ -98,29 +98,28 @@ class Region:
 
 
 # ----------------------------------------------------------------------------- pure geometry
+def _aspect_squeeze(co: np.ndarray, frame_size: tuple[float, float], inverse: bool) -> np.ndarray:
+    """Blender's mask space squeezes the shorter frame axis about 0.5 by the aspect ratio."""
+    out = np.array(co, np.float64)
+    wf, hf = float(frame_size[0]), float(frame_size[1])
+    if wf == hf:
+        return out
+    axis, ratio = (1, hf / wf) if wf > hf else (0, wf / hf)
+    if inverse:
+        ratio = 1.0 / ratio
+    out[..., axis] = (out[..., axis] - 0.5) * ratio + 0.5
+    return out
+
+
 def mask_to_frame(co: np.ndarray, frame_size: tuple[float, float]) -> np.ndarray:
     """Mask coordinates (...,2) -> normalised frame coordinates (inverse of Blender's
     ``BKE_mask_coord_from_frame`` for a frame of display size ``frame_size`` = (Wf, Hf))."""
-    co = np.asarray(co, np.float64)
-    out = co.copy()
-    wf, hf = float(frame_size[0]), float(frame_size[1])
-    if wf > hf:
-        out[..., 1] = (co[..., 1] - 0.5) * (wf / hf) + 0.5
-    elif wf < hf:
-        out[..., 0] = (co[..., 0] - 0.5) * (hf / wf) + 0.5
-    return out
+    return _aspect_squeeze(co, frame_size, inverse=True)
 
 
 def frame_to_mask(uv: np.ndarray, frame_size: tuple[float, float]) -> np.ndarray:
     """Normalised frame coordinates -> mask coordinates (``BKE_mask_coord_from_frame``)."""
-    uv = np.asarray(uv, np.float64)
-    out = uv.copy()
-    wf, hf = float(frame_size[0]), float(frame_size[1])
-    if wf > hf:
-        out[..., 1] = (uv[..., 1] - 0.5) * (hf / wf) + 0.5
-    elif wf < hf:
-        out[..., 0] = (uv[..., 0] - 0.5) * (wf / hf) + 0.5
-    return out
+    return _aspect_squeeze(uv, frame_size, inverse=False)
 
 
 def bezier_loop(co: np.ndarray, handle_left: np.ndarray, handle_right: np.ndarray,
