@@ -1,7 +1,10 @@
 """The engine's working-memory limit (``--memory-limit MIB``, ``memory_limit_mb=``).
 
-Without a limit (``None``, the default) nothing here changes what the engine does: the same
-block sizes, caches and ONNX Runtime sessions as always. With a limit ``L`` MiB:
+Always: per-clip data that lives on disk (frames, pair flows, anchor fields, track-file arrays)
+has its pages dropped from the process after each use (:meth:`MemoryBudget.release`), so the
+resident set does not grow with the clip's length (measured on a 1200-frame clip; see
+BENCHMARKS.md). Without a limit (``None``, the default) nothing else changes: the same block
+sizes, caches and ONNX Runtime sessions as always. With a limit ``L`` MiB:
 
 - **Fail early.** The tracker needs a fixed amount that grows with the working resolution
   (interpreter and libraries, the ONNX kernels' per-pixel workspace, one step's propagation
@@ -11,8 +14,8 @@ block sizes, caches and ONNX Runtime sessions as always. With a limit ``L`` MiB:
   sets the output block (frames x tracks sampled at once), the number of cached pyramids and
   the refine stage's chunks.
 - **Per-clip data stays on disk.** Frames, pair flows, anchor fields and the track-file arrays
-  are disk memory maps (they always are); with a limit their pages are dropped from the process
-  after each use (:meth:`MemoryBudget.release`: ``madvise(MADV_DONTNEED)`` on the shared file
+  are disk memory maps (they always are); their pages are dropped from the process after each
+  use, limit or not (:meth:`MemoryBudget.release`: ``madvise(MADV_DONTNEED)`` on the shared file
   mapping -- the data stays in the file / OS page cache and is paged back in on the next
   access), so the resident set no longer grows with clip length. Arrays the refine stage keeps
   per track and frame move from RAM to disk memory maps when they would not fit
@@ -118,12 +121,11 @@ class MemoryBudget:
         return int(min(default, max(2, 0.1 * self.spare_bytes(0) // max(per, 1))))
 
     def release(self, *arrays) -> None:
-        """With a limit: drop the resident pages of shared file-backed memory maps from this
-        process (the data stays in the file; the next access pages it back in). A no-op for
-        in-RAM arrays, private (copy-on-write) maps, without a limit, and where the OS has no
-        ``madvise`` (Windows)."""
-        if not self.limited:
-            return
+        """Drop the resident pages of shared file-backed memory maps from this process (the data
+        stays in the file and the OS page cache; the next access pages it back in). Done with
+        and without a limit: per-clip data lives on disk precisely so that the process does
+        not grow with the clip's length. A no-op for in-RAM arrays, private (copy-on-write)
+        maps, and where the OS has no ``madvise`` (Windows)."""
         for a in arrays:
             release_pages(a)
 
