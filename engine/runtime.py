@@ -12,6 +12,10 @@ import os
 import threading
 from pathlib import Path
 
+#: Measurement-only backends: the same kernels run from their torch source modules
+#: (:mod:`engine.match.kernels_torch`) instead of the ONNX graphs -- for a GPU machine whose
+#: onnxruntime has no CUDA provider. They need torch, so they are never used inside Blender.
+TORCH_DEVICES = ("torch-cuda", "torch-cpu")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _lock = threading.Lock()
@@ -49,8 +53,10 @@ def select_providers(device: str = "auto") -> tuple[list[str], str]:
     "cuda" raises RuntimeError when CUDA is not usable; "auto" falls back to the CPU.
     """
     device = (device or "auto").lower()
+    if device in TORCH_DEVICES:
+        return [], _torch_backend(device)
     if device not in ("auto", "cuda", "cpu"):
-        raise ValueError(f"device must be auto, cuda or cpu, got {device!r}")
+        raise ValueError(f"device must be auto, cuda, cpu, torch-cuda or torch-cpu, got {device!r}")
     if device == "cpu":
         return [_CPU], "using CPU (requested)"
     ok, why = _cuda_works()
@@ -59,6 +65,19 @@ def select_providers(device: str = "auto") -> tuple[list[str], str]:
     if device == "cuda":
         raise RuntimeError(f"--device cuda requested but {why}")
     return [_CPU], f"using CPU: {why}"
+
+
+def _torch_backend(device: str) -> str:
+    """Check a torch backend can run; a message saying what runs (RuntimeError if it cannot)."""
+    try:
+        import torch
+    except ImportError:
+        raise RuntimeError(f"--device {device} needs torch (a measurement backend; use auto, "
+                           "cuda or cpu for normal work)") from None
+    if device == "torch-cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device torch-cuda requested but torch sees no CUDA device")
+    where = torch.cuda.get_device_name(0) if device == "torch-cuda" else "CPU"
+    return f"using torch {torch.__version__} on {where} (the kernels' torch source, not ONNX)"
 
 
 def default_threads() -> int:

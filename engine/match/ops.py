@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime import get_session
+from ..runtime import TORCH_DEVICES, get_session
 
 ONNX_DIR = Path(__file__).resolve().parent / "onnx"
 MIN_LEVEL_SIDE = 20
@@ -58,8 +58,12 @@ class Kernels:
     def __init__(self, device: str = "auto", threads: int | None = None, arena: bool = True):
         self.device = device
         self.arena = bool(arena)
-        self._s = {n: get_session(ONNX_DIR / f"{n}.onnx", device, threads, arena=self.arena)
-                   for n in KERNEL_NAMES}
+        if device in TORCH_DEVICES:
+            self._s = {n: _TorchSession(n, device.removeprefix("torch-"), threads)
+                       for n in KERNEL_NAMES}
+        else:
+            self._s = {n: get_session(ONNX_DIR / f"{n}.onnx", device, threads, arena=self.arena)
+                       for n in KERNEL_NAMES}
 
     def features(self, gray: np.ndarray) -> np.ndarray:
         """Descriptors (C, h, w) of a grey image (h, w) with values in [0, 1]."""
@@ -146,3 +150,30 @@ def sample_points(planes: np.ndarray, xy: np.ndarray) -> np.ndarray:
         out[:, c] = cv2.remap(np.ascontiguousarray(planes[c], np.float32), mx, my,
                               cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).reshape(-1)[:m]
     return out
+
+
+class _TorchSession:
+    """One kernel's torch source module behind onnxruntime's ``run(None, feeds)`` interface:
+    the measurement backend of ``--device torch-cuda`` / ``torch-cpu`` (same inputs, outputs
+    and maths as the exported graph; the parity tests hold them together)."""
+
+    def __init__(self, name: str, device: str, threads: int | None = None):
+        import torch
+
+        from .kernels_torch import kernels
+
+        if threads and device == "cpu":
+            torch.set_num_threads(int(threads))
+        module, _, self.inputs, _, _ = kernels()[name]
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+
+    def run(self, _output_names, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            args = [torch.from_numpy(np.ascontiguousarray(feeds[n], np.float32)).to(self.device)
+                    for n in self.inputs]
+            out = self.module(*args)
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.float().cpu().numpy() for o in out]

@@ -1,7 +1,7 @@
 """``python -m engine track``: dense 2D tracking of a clip into a track file.
 
     python -m engine track INPUT --out tracks.npz [--queries Q.npy | --grid STRIDE]
-        [--frames A:B] [--device auto|cuda|cpu] [--max-side PX] [--progress auto|bar|lines|quiet]
+        [--frames A:B] [--device auto|cuda|cpu|torch-cuda|torch-cpu] [--max-side PX] [--progress auto|bar|lines|quiet]
         [--threads N] [--pair-flow onnx|dis] [--max-anchors N]
         [--colorspace auto|srgb|linear|raw] [--memory-limit MIB]
 
@@ -43,7 +43,12 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="track every STRIDE-th input pixel of frame 0 (default: every working "
                         "pixel)")
     p.add_argument("--frames", metavar="A:B", help="inclusive source frame range (A:, :B allowed)")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu", "torch-cuda", "torch-cpu"),
+                   default="auto",
+                   help="auto: CUDA when onnxruntime has a working CUDA provider, else CPU. "
+                        "torch-cuda / torch-cpu run the kernels' torch source instead of the "
+                        "ONNX graphs (needs torch; for measuring on a GPU machine whose "
+                        "onnxruntime lacks CUDA)")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
                    help="working resolution: longer side in px (0 = full input resolution; "
                         "default %(default)s)")

@@ -362,3 +362,26 @@ def test_long_clip_is_covered_by_overlapping_windows(tmp_path):
     seen = vis[bg] & inside & (np.arange(st.frames)[None] != tq[bg][:, None])
     err = np.linalg.norm(xy[bg] - truth, axis=-1)[seen]
     assert seen.sum() > 1000 and np.median(err) < 1.0, (seen.sum(), np.median(err))
+
+
+def test_torch_backend_matches_onnx(clip_and_seq, tracked, tmp_path):
+    """``--device torch-cpu`` runs the kernels' torch source (the measurement backend for GPU
+    machines whose onnxruntime lacks CUDA): the tracks match the ONNX Runtime ones."""
+    pytest.importorskip("torch")
+    c, pat = clip_and_seq
+    d = load_trackfile(track_clip(pat, tmp_path / "torch.npz", queries=c.query, device="torch-cpu",
+                                  progress=Progress("quiet")))
+    vis = tracked.visible & d.visible
+    assert (tracked.visible == d.visible).mean() > 0.98
+    err = np.linalg.norm(d.tracks_2d - tracked.tracks_2d, axis=-1)[vis]
+    assert np.median(err) < 0.01 and np.percentile(err, 99) < 0.5, (np.median(err), np.percentile(err, 99))
+
+
+def test_torch_cuda_without_a_gpu_is_a_clear_error(clip_and_seq, tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    _, pat = clip_and_seq
+    with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
+        track_clip(pat, tmp_path / "x.npz", grid=16, device="torch-cuda", progress=Progress("quiet"))
+    assert not (tmp_path / "x.npz").exists()
