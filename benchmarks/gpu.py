@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .longclip import ROOT, PanSettings, render
+from .longclip import ROOT, PanSettings, fmt, render
 
 
 def choose_device() -> tuple[str, str]:
@@ -148,8 +148,8 @@ def run(st: PanSettings, out: Path, device: str, reason: str, timeout: float = 3
 
 
 def table(res: dict) -> str:
-    def f(v, fmt="{:.0f}"):
-        return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else fmt.format(v)
+    def f(v, spec="{:.0f}"):
+        return fmt(v, spec)
 
     w, h = res["settings"]["size"]
     rows = [f"Clip {w}×{h} × {res['settings']['frames']} frames; device `{res['device']}` "

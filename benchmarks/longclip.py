@@ -165,8 +165,9 @@ def run(st: PanSettings, out: Path, methods: list[str], timeout: float = 3600) -
     return {"settings": st.__dict__, "n_queries": int(len(gt["query"])), "results": res}
 
 
-def _fmt(v) -> str:
-    return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.3f}"
+def fmt(v, spec: str = "{:.3f}") -> str:
+    """A table cell: ``spec``-formatted number, or "–" when missing / not finite."""
+    return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else spec.format(v)
 
 
 def table(reports: list[dict]) -> str:
@@ -175,9 +176,9 @@ def table(reports: list[dict]) -> str:
     for rep in reports:
         for m, r in rep["results"].items():
             a, g = r.get("all") or {}, r.get("gap_ge_500") or {}
-            rows.append(f"| {rep['settings']['frames']} | {m} | {_fmt(a.get('average_jaccard'))} | "
-                        f"{_fmt(a.get('average_pts_within_thresh'))} | {_fmt(a.get('occlusion_accuracy'))} | "
-                        f"{_fmt(g.get('average_jaccard'))} | {_fmt(g.get('average_pts_within_thresh'))} | "
+            rows.append(f"| {rep['settings']['frames']} | {m} | {fmt(a.get('average_jaccard'))} | "
+                        f"{fmt(a.get('average_pts_within_thresh'))} | {fmt(a.get('occlusion_accuracy'))} | "
+                        f"{fmt(g.get('average_jaccard'))} | {fmt(g.get('average_pts_within_thresh'))} | "
                         f"{r['wall_s']:.0f} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(rows)
 
