@@ -17,13 +17,18 @@ def _score(conf: np.ndarray, vis: np.ndarray, finite3d: np.ndarray) -> np.ndarra
     return (conf * (vis & finite3d)).mean(axis=1)
 
 
+def _score_rows(data, rows) -> np.ndarray:
+    """:func:`_score` of the tracks ``rows`` (a slice or sorted indices) of a track file."""
+    fin = np.isfinite(np.asarray(data.tracks_3d[rows])).all(-1)
+    return _score(np.asarray(data.confidence[rows]), np.asarray(data.visible[rows]), fin)
+
+
 def reliability(data) -> np.ndarray:
     """(N,) reliability score in [0, 1] per track (chunked over tracks; memory-bounded)."""
     out = np.empty(data.n_tracks, np.float32)
     for s in range(0, data.n_tracks, _CHUNK):
         sl = slice(s, min(s + _CHUNK, data.n_tracks))
-        fin = np.isfinite(np.asarray(data.tracks_3d[sl])).all(-1)
-        out[sl] = _score(np.asarray(data.confidence[sl]), np.asarray(data.visible[sl]), fin)
+        out[sl] = _score_rows(data, sl)
     return out
 
 
@@ -97,15 +102,8 @@ def in_circle(data, t: int, center_xy: tuple[float, float], radius_px: float,
 def in_rect(data, t: int, xmin: float, ymin: float, xmax: float, ymax: float,
             group: int | None = None) -> np.ndarray:
     """Tracks visible at frame ``t`` inside the pixel rectangle (inclusive)."""
-    gm = _group_mask(data, group)
-    out = []
-    for s in range(0, data.n_tracks, _CHUNK):
-        sl = slice(s, min(s + _CHUNK, data.n_tracks))
-        xy = np.asarray(data.tracks_2d[sl, t])
-        m = (np.asarray(data.visible[sl, t]) & gm[sl] & (xy[:, 0] >= xmin) & (xy[:, 0] <= xmax)
-             & (xy[:, 1] >= ymin) & (xy[:, 1] <= ymax))
-        out.append(np.flatnonzero(m) + s)
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
+    return in_area(data, t, lambda xy: ((xy[:, 0] >= xmin) & (xy[:, 0] <= xmax)
+                                        & (xy[:, 1] >= ymin) & (xy[:, 1] <= ymax)), group)
 
 
 # ------------------------------------------------------------------------------------- polygons
@@ -162,8 +160,7 @@ def _reliability_of(data, idx: np.ndarray) -> np.ndarray:
     out = np.empty(len(idx), np.float32)
     for s in range(0, len(idx), _CHUNK):
         rows = idx[s:s + _CHUNK]
-        fin = np.isfinite(np.asarray(data.tracks_3d[rows])).all(-1)
-        out[s:s + len(rows)] = _score(np.asarray(data.confidence[rows]), np.asarray(data.visible[rows]), fin)
+        out[s:s + len(rows)] = _score_rows(data, rows)
     return out
 
 
