@@ -59,8 +59,11 @@ class Kernels:
         self.device = device
         self.arena = bool(arena)
         if device in TORCH_DEVICES:
-            self._s = {n: _TorchSession(n, device.removeprefix("torch-"), threads)
-                       for n in KERNEL_NAMES}
+            from .kernels_torch import kernels
+
+            table = kernels()
+            self._s = {n: _TorchSession(table[n][0], table[n][2], device.removeprefix("torch-"),
+                                        threads) for n in KERNEL_NAMES}
         else:
             self._s = {n: get_session(ONNX_DIR / f"{n}.onnx", device, threads, arena=self.arena)
                        for n in KERNEL_NAMES}
@@ -157,14 +160,12 @@ class _TorchSession:
     the measurement backend of ``--device torch-cuda`` / ``torch-cpu`` (same inputs, outputs
     and maths as the exported graph; the parity tests hold them together)."""
 
-    def __init__(self, name: str, device: str, threads: int | None = None):
+    def __init__(self, module, inputs: list[str], device: str, threads: int | None = None):
         import torch
-
-        from .kernels_torch import kernels
 
         if threads and device == "cpu":
             torch.set_num_threads(int(threads))
-        module, _, self.inputs, _, _ = kernels()[name]
+        self.inputs = inputs
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
 

@@ -374,9 +374,7 @@ def _write(wr: TrackFileWriter, footage: Footage, q: np.ndarray, assign: np.ndar
     T = store.T
     tq = np.round(q[:, 0]).astype(int)
     wxy = footage.to_work_pixels(q[:, 1:])
-    out = [wr.add("colors"), wr["tracks_2d"], wr["visible"], wr["confidence"], wr["tracks_3d"]]
-    budget.release(*out)      # the writer filled tracks_2d / tracks_3d with NaN
-    colors = out[0]
+    colors = wr.add("colors")
     for t in np.unique(tq):
         sel = np.nonzero(tq == t)[0]
         rgb = _sample(np.asarray(store.rgb[t], np.float32).transpose(2, 0, 1), wxy[sel])

@@ -173,23 +173,12 @@ def _malloc_trim() -> None:
 
 
 # ------------------------------------------------------------------------------ ONNX sessions
-class LeanKernels(Kernels):
-    """:class:`~engine.match.ops.Kernels` on sessions without ONNX Runtime's CPU memory arena
-    (``arena=False``: same graphs, options and providers otherwise; see
-    :func:`engine.runtime.get_session`)."""
-
-    def __init__(self, device: str = "auto", threads: int | None = None):
-        super().__init__(device, threads, arena=False)
-
-
 def make_kernels(device: str = "auto", threads: int | None = None,
                  budget: MemoryBudget | None = None) -> Kernels:
-    """The ONNX kernels: the shared, cached sessions when unlimited; with a limit,
-    :class:`LeanKernels` (memory returned after every run instead of kept at each session's
-    peak; same results)."""
-    if budget is None or not budget.limited:
-        return Kernels(device, threads)
-    return LeanKernels(device, threads)
+    """The ONNX kernels: the shared, cached sessions when unlimited; with a limit, sessions
+    without ONNX Runtime's CPU memory arena (``arena=False``: memory returned after every run
+    instead of kept at each session's peak; same results)."""
+    return Kernels(device, threads, arena=budget is None or not budget.limited)
 
 
 # --------------------------------------------------------------------- process-wide default

@@ -265,7 +265,7 @@ def test_memory_limit_gives_identical_tracks_in_smaller_blocks(clip_and_seq, tmp
     blocks of frames, arena-less ONNX sessions, pages released -- the track file is identical
     to the one without a limit (so the limit need not be part of any cache key)."""
     import engine.track.api as api
-    from engine.track.memory import LeanKernels, track_minimum_mb
+    from engine.track.memory import track_minimum_mb
 
     _, pat = clip_and_seq
     rows, kernels = [], []
@@ -280,7 +280,7 @@ def test_memory_limit_gives_identical_tracks_in_smaller_blocks(clip_and_seq, tmp
     least = track_minimum_mb((112, 84))
     tight = load_trackfile(track_clip(pat, tmp_path / "tight.npz", device="cpu",
                                       memory_limit_mb=least, progress=Progress("quiet")))
-    assert not isinstance(kernels[0], LeanKernels) and isinstance(kernels[1], LeanKernels)
+    assert kernels[0].arena and not kernels[1].arena
     assert all(r == n for n, r in rows[:n_free])
     assert any(r < n for n, r in rows[n_free:])   # the limited run wrote in several chunks
     assert tight.n_tracks == free.n_tracks > 112 * 84
@@ -318,7 +318,7 @@ def test_make_kernels_drops_the_onnx_arena_only_with_a_limit():
     free = mem.make_kernels("cpu", 1, mem.MemoryBudget())
     lean = mem.make_kernels("cpu", 1, mem.MemoryBudget(512))
     assert type(free) is Kernels and free.arena
-    assert isinstance(lean, mem.LeanKernels) and not lean.arena
+    assert type(lean) is Kernels and not lean.arena
     for n in KERNEL_NAMES:
         assert free._s[n].get_session_options().enable_cpu_mem_arena
         assert not lean._s[n].get_session_options().enable_cpu_mem_arena
