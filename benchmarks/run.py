@@ -17,6 +17,10 @@ unknown as for a user; ``worldtrack_f`` passes the true focal to ``solve --focal
 (focal given; ``cv_camera_auto`` focal estimated), ``libmv`` (Blender's tracker, focal given;
 ``libmv_auto`` focal refined; needs ``bpy``). The default runs all of them.
 
+``--reuse M,...`` takes the outputs and costs that earlier runs of those methods recorded on the
+same cached clips; ``--reuse-track worldtrack`` keeps Worldtrack's recorded 2D tracks (and that
+step's cost) and runs only ``engine solve`` again, for changes to the solve and its refinement.
+
 ``--real`` adds the real footage in ``../shared/data`` when present: 2D methods on BADJA
 (segA, 3-px and TAP-Vid metrics on annotated frames) and mgtv_corners, camera methods on
 kitti_seq1.
@@ -151,45 +155,79 @@ def method_unavailable(method: str) -> str | None:
 
 
 def run_method(method: str, clip: Clip, timeout: float = METHOD_TIMEOUT_S,
-               reuse: bool = False) -> RunResult:
+               reuse: bool = False, reuse_track: bool = False) -> RunResult:
     """Run one method on one clip in child processes; returns its output path and cost.
 
     With ``reuse``, an output and cost recorded by an earlier successful run on the same clip
-    (``<method>.run.json`` beside it) are taken instead of running again.
+    (``<method>.run.json`` beside it) are taken instead of running again. With ``reuse_track``
+    (Worldtrack only), the recorded 2D tracks of the ``engine track`` step and that step's
+    recorded cost are kept and only ``engine solve`` runs again: for changes to the solve and
+    its refinement, which cost minutes instead of the track step's hour over the full suite.
     """
     why = method_unavailable(method)
     if why:
         return RunResult(method, clip.name, clip.kind, False, why)
     clip.work.mkdir(parents=True, exist_ok=True)
     record = clip.work / f"{method}.run.json"
-    if reuse and record.is_file():
-        rec = json.loads(record.read_text())
-        if Path(rec["out"]).is_file():
-            return RunResult(method, clip.name, clip.kind, True, rec["reason"], Path(rec["out"]),
-                             rec["cost"])
-    r = _run_method(method, clip, timeout)
+    rec = json.loads(record.read_text()) if record.is_file() else None
+    if reuse and rec and Path(rec["out"]).is_file():
+        return RunResult(method, clip.name, clip.kind, True, rec["reason"], Path(rec["out"]),
+                         rec["cost"])
+    track_step = None
+    if reuse_track and method.startswith("worldtrack") and clip.solve and rec:
+        track_step = recorded_track_step(clip.work, method, rec)
+    r = _run_method(method, clip, timeout, track_step)
     record.unlink(missing_ok=True)
     if r.ok:
-        record.write_text(json.dumps({"out": str(r.out), "reason": r.reason, "cost": r.cost}))
+        record.write_text(json.dumps({"out": str(r.out), "reason": r.reason, "cost": r.cost,
+                                      "steps": r.cost.pop("steps", [])}))
+    r.cost.pop("steps", None)
     return r
 
 
-def _run_method(method: str, clip: Clip, timeout: float) -> RunResult:
+def recorded_track_step(work: Path, method: str, rec: dict) -> dict | None:
+    """Wall time and peak RSS of the recorded ``engine track`` step of ``method`` in ``work``,
+    or None when its tracks are gone or were not written by a successful run.
+
+    Records written before per-step costs were kept hold only the total: the track step's wall
+    time is then the total less the solve's (the solve log's last write less the track log's,
+    as the solve starts when the track step ends), and its peak RSS is the run's peak (an upper
+    bound).
+    """
+    if not (work / f"{method}_track.npz").is_file() or rec.get("reason", "").startswith("solve failed"):
+        return None
+    steps = rec.get("steps") or []
+    if steps:
+        return dict(steps[0])
+    logs = [work / f"{method}.{i}.log" for i in (0, 1)]
+    if not all(p.is_file() for p in logs):
+        return None
+    solve_wall = max(0.0, logs[1].stat().st_mtime - logs[0].stat().st_mtime)
+    cost = rec["cost"]
+    return {"wall_s": max(0.0, cost["wall_s"] - solve_wall), "peak_rss_mb": cost["peak_rss_mb"]}
+
+
+def _run_method(method: str, clip: Clip, timeout: float,
+                track_step: dict | None = None) -> RunResult:
     qpath = clip.work / "queries.npy"
     if not qpath.is_file():
         np.save(qpath, clip.query.astype(np.float32))
     out = clip.work / f"{method}.npz"
     out.unlink(missing_ok=True)
-    wall, peak = 0.0, 0.0
+    wall, peak, steps = 0.0, 0.0, []
     n, t = len(clip.query), _n_frames(clip)
     for i, cmd in enumerate(_method_cmds(method, clip, qpath, out)):
         log = clip.work / f"{method}.{i}.log"
-        c = M.run_measured(cmd, point_frames=n * t, timeout=timeout, cwd=str(ROOT),
-                           log_path=str(log))
+        if i == 0 and track_step is not None:  # the recorded tracks stand for this step
+            c = M.Cost(track_step["wall_s"], track_step["peak_rss_mb"])
+        else:
+            c = M.run_measured(cmd, point_frames=n * t, timeout=timeout, cwd=str(ROOT),
+                               log_path=str(log))
         if c.returncode == -9:
             return RunResult(method, clip.name, clip.kind, False, f"timed out after {timeout:.0f} s")
         wall += c.wall_s
         peak = max(peak, c.peak_rss_mb)
+        steps.append({"wall_s": c.wall_s, "peak_rss_mb": c.peak_rss_mb})
         if c.returncode != 0:
             lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
             tail = lines[-1][:200] if lines else f"exit code {c.returncode}"
@@ -205,7 +243,8 @@ def _run_method(method: str, clip: Clip, timeout: float) -> RunResult:
     if not out.is_file():
         return RunResult(method, clip.name, clip.kind, False, "no output file")
     return RunResult(method, clip.name, clip.kind, True, "", out,
-                     {"wall_s": wall, "peak_rss_mb": peak, "throughput_pf_s": n * t / wall})
+                     {"wall_s": wall, "peak_rss_mb": peak, "throughput_pf_s": n * t / wall,
+                      "steps": steps})
 
 
 def _n_frames(clip: Clip) -> int:
@@ -254,7 +293,8 @@ def score_synthetic(gt, pred, method: str, solve_failed: bool = False) -> dict[s
 
 # ------------------------------------------------------------------------------------- suite
 def run_suite(suite: str, methods: list[str], cache: Path, log=print,
-              only: set[str] | None = None, reuse: frozenset[str] = frozenset()) -> list[RunResult]:
+              only: set[str] | None = None, reuse: frozenset[str] = frozenset(),
+              reuse_track: frozenset[str] = frozenset()) -> list[RunResult]:
     """Render (cached) and run ``methods`` on every clip of ``suite`` (or the ``only`` names,
     ``<kind>_<seed>``)."""
     from engine.trackfile import load_trackfile
@@ -271,7 +311,7 @@ def run_suite(suite: str, methods: list[str], cache: Path, log=print,
                     float(np.sqrt(gt.K[0, 0, 0] * gt.K[0, 1, 1])),
                     cache / "results" / suite / f"{kind}_{seed}")
         for m in methods:
-            r = run_method(m, clip, reuse=m in reuse)
+            r = run_method(m, clip, reuse=m in reuse, reuse_track=m in reuse_track)
             if r.ok:
                 try:
                     r.scores = score_synthetic(gt, load_trackfile(r.out), m,
@@ -590,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", default="",
                     help="comma-separated methods whose outputs and costs from an earlier run on the "
                          "same cached clips are reused (e.g. the unchanged baselines)")
+    ap.add_argument("--reuse-track", default="",
+                    help="worldtrack methods whose recorded `engine track` output and cost are "
+                         "kept while `engine solve` runs again (for solve/refinement changes)")
     a = ap.parse_args(argv)
     # SIGTERM (e.g. from `timeout`) -> SystemExit, so running children are killed, not orphaned
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -602,7 +645,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     only = {c.strip() for c in a.clips.split(",") if c.strip()} or None
     reuse = frozenset(parse_methods(a.reuse)) if a.reuse else frozenset()
-    results = run_suite(a.suite, methods, cache, only=only, reuse=reuse)
+    reuse_track = frozenset(parse_methods(a.reuse_track)) if a.reuse_track else frozenset()
+    results = run_suite(a.suite, methods, cache, only=only, reuse=reuse, reuse_track=reuse_track)
     real = None
     if a.real:
         try:

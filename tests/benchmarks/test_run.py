@@ -108,3 +108,48 @@ def test_report_keeps_the_hand_recorded_section(tmp_path):
     out.write_text("# old tables\n" + H.KEEP_MARKER + "\n## GPU run\n| a | b |\n")
     assert H.kept_section(out).startswith("\n" + H.KEEP_MARKER)
     assert "## GPU run" in H.kept_section(out) and "old tables" not in H.kept_section(out)
+
+
+@needs_generator
+def test_reuse_track_runs_only_the_solve_on_the_recorded_tracks(tmp_path):
+    """``--reuse-track``: the recorded ``engine track`` output and its cost stand, only
+    ``engine solve`` runs (here on the clip's exact 2D tracks, a valid track file)."""
+    import os
+    import shutil
+
+    st = H.suite_settings("quick")[0]
+    cdir = H.ensure_clip(CACHE, "quick", st, print)
+    from engine.trackfile import load_trackfile
+
+    gt = load_trackfile(cdir / "gt.npz")
+    work = tmp_path / "work"
+    work.mkdir()
+    clip = H.Clip(f"{st.kind}_{st.seed}", st.kind, cdir / "frames", np.asarray(gt.query), None, work)
+    tracked = work / "worldtrack_track.npz"
+    shutil.copy(cdir / "gt.npz", tracked)
+    # a record in the old form (total cost only): the track step is the total less the solve's
+    # share, read from when each step's log was last written
+    (work / "worldtrack.0.log").write_text("track\n")
+    (work / "worldtrack.1.log").write_text("solve\n")
+    os.utime(work / "worldtrack.0.log", (1000.0, 1000.0))
+    os.utime(work / "worldtrack.1.log", (1030.0, 1030.0))
+    (work / "worldtrack.run.json").write_text(json.dumps({
+        "out": str(work / "worldtrack.npz"), "reason": "",
+        "cost": {"wall_s": 130.0, "peak_rss_mb": 700.0, "throughput_pf_s": 1.0}}))
+    step = H.recorded_track_step(work, "worldtrack", json.loads((work / "worldtrack.run.json").read_text()))
+    assert step == {"wall_s": 100.0, "peak_rss_mb": 700.0}
+    stamp = tracked.stat().st_mtime_ns
+
+    r = H.run_method("worldtrack", clip, reuse_track=True)
+    assert r.ok, r.reason
+    assert tracked.stat().st_mtime_ns == stamp  # the track step did not run
+    assert r.out == work / "worldtrack.npz" and load_trackfile(r.out).cam_to_world is not None
+    assert r.cost["wall_s"] > 100.0 and r.cost["peak_rss_mb"] >= 700.0
+    rec = json.loads((work / "worldtrack.run.json").read_text())
+    assert rec["steps"][0] == step and rec["steps"][1]["wall_s"] > 0  # per-step costs now kept
+    assert H.recorded_track_step(work, "worldtrack", rec) == step
+    s = H.score_synthetic(gt, load_trackfile(r.out), "worldtrack")
+    assert s["cam.success"] == 1.0 and s["cam.focal_err_median"] < 0.05, s
+
+    tracked.unlink()  # no recorded tracks: the whole method runs (and fails here: no such frames)
+    assert H.recorded_track_step(work, "worldtrack", rec) is None
