@@ -1,4 +1,4 @@
-"""Add-on preferences: compute device, cache folder, memory limit."""
+"""Add-on preferences: compute device, kernel precision, cache folder, memory limit."""
 from __future__ import annotations
 
 import bpy
@@ -19,6 +19,13 @@ class WorldtrackPreferences(bpy.types.AddonPreferences):
         items=[("AUTO", "Automatic", "CUDA GPU when it works, otherwise CPU"),
                ("CUDA", "GPU (CUDA)", "NVIDIA GPU via onnxruntime-gpu; fails if CUDA is unusable"),
                ("CPU", "CPU", "Always the CPU")])
+    precision: EnumProperty(
+        name="Precision", default="AUTO",
+        items=[("AUTO", "Automatic", "Float32 (float16 is not yet measured safe on a GPU)"),
+               ("FP32", "Float32", "Full precision everywhere"),
+               ("FP16", "Float16 (GPU)", "Less GPU memory for the per-pixel kernels; "
+                                         "coordinates stay float32. On the CPU the engine "
+                                         "runs float32 and says so")])
     cache_dir: StringProperty(
         name="Cache Folder", subtype="DIR_PATH", default="",
         description="Where tracking results are cached; empty: next to the .blend "
@@ -32,12 +39,14 @@ class WorldtrackPreferences(bpy.types.AddonPreferences):
         row = layout.row()
         row.label(text="Detected: " + DETECTED.get("message", "not checked yet"))
         row.operator("worldtrack.detect_device", text="Check", icon="FILE_REFRESH")
+        layout.prop(self, "precision")
         layout.prop(self, "cache_dir")
         layout.prop(self, "memory_limit_gb")
 
 
 class _Defaults:
     device = "AUTO"
+    precision = "AUTO"
     cache_dir = ""
     memory_limit_gb = 8.0
 

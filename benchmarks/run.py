@@ -59,6 +59,8 @@ DEFAULT_METHODS = "worldtrack,dis,lk,libmv,libmv_auto,cv_camera,cv_camera_auto"
 SAME_2D = {"cv_camera": "lk", "cv_camera_auto": "lk", "libmv_auto": "libmv",
            "worldtrack_f": "worldtrack"}
 CAMERA_METHODS = {"worldtrack", "worldtrack_f", "cv_camera", "cv_camera_auto", "libmv", "libmv_auto"}
+#: Worldtrack's track density on the camera-only KITTI clip (input px; Track Clip's default)
+KITTI_GRID = 8
 METHOD_TIMEOUT_S = 900  # per method and clip; a run past it counts as failed
 
 
@@ -113,6 +115,9 @@ class Clip:
     focal: float | None
     work: Path
     solve: bool = True  # False: footage without camera truth, 2D tracks only
+    #: what Worldtrack tracks instead of the queries (camera-only clips: its own grid, as the
+    #: camera baselines detect their own features and as a user's Track Clip does)
+    track_args: list[str] | None = None
 
 
 @dataclass
@@ -131,8 +136,8 @@ def _method_cmds(method: str, clip: Clip, qpath: Path, out: Path) -> list[list[s
     py = sys.executable
     if method.startswith("worldtrack"):
         tracked = out.with_name(f"{method}_track.npz") if clip.solve else out
-        cmds = [[py, "-m", "engine", "track", str(clip.frames_dir), "--queries", str(qpath),
-                 "--out", str(tracked)]]
+        what = clip.track_args or ["--queries", str(qpath)]
+        cmds = [[py, "-m", "engine", "track", str(clip.frames_dir), *what, "--out", str(tracked)]]
         if clip.solve:
             cmds.append([py, "-m", "engine", "solve", str(tracked), "--out", str(out)])
             if method == "worldtrack_f" and clip.focal:
@@ -374,7 +379,7 @@ def run_real(methods: list[str], cache: Path, log=print, reuse: frozenset[str] =
         xs, ys = np.meshgrid(np.linspace(16, w - 17, 16), np.linspace(16, h - 17, 8))
         q = np.stack([np.zeros(xs.size), xs.ravel(), ys.ravel()], 1).astype(np.float32)
         clip = Clip("kitti_seq1", "kitti", seq.frames[0].parent, q, float(seq.K[0, 0, 0]),
-                    work / "results" / "kitti_seq1")
+                    work / "results" / "kitti_seq1", track_args=["--grid", str(KITTI_GRID)])
         for m in [m for m in methods if m in CAMERA_METHODS]:
             r = run_method(m, clip, reuse=m in reuse)
             if r.ok:

@@ -128,7 +128,8 @@ def engine_steps(clip_path: str, work: Path, settings: dict, python: str | None 
 
     ``settings``: ``start``/``end`` (footage frame numbers, inclusive), ``grid`` (track every
     grid-th input pixel of the first frame), ``max_size`` (working resolution, longest side px),
-    ``device`` (auto / cuda / cpu), optionally ``colorspace`` (auto / srgb / linear / raw, see
+    ``device`` (auto / cuda / cpu), optionally ``precision`` (auto / fp32 / fp16, the track
+    step's kernels) and ``colorspace`` (auto / srgb / linear / raw, see
     :func:`engine_colorspace`) and ``memory_limit_mb`` (the preference, MiB; passed to both
     steps, not part of the cache key: it does not change the result beyond float rounding);
     for the solve ``zoom`` (bool), ``distortion`` (none / k1 / k1k2) and optionally a known
@@ -142,6 +143,8 @@ def engine_steps(clip_path: str, work: Path, settings: dict, python: str | None 
              "--progress", "lines"]
     if settings.get("colorspace"):
         track += ["--colorspace", settings["colorspace"]]
+    if settings.get("precision"):
+        track += ["--precision", settings["precision"]]
     solve = [py, "-m", "engine", "solve", tracks, "--out", str(work / RESULT_NAME),
              "--distortion", settings.get("distortion", "none"), "--progress", "lines"]
     if settings.get("memory_limit_mb"):

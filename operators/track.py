@@ -37,7 +37,8 @@ def track_settings(context, clip: bpy.types.MovieClip) -> dict:
     """The engine settings for ``clip``: ``start``/``end`` in the engine's footage numbering
     (0-based index of a movie, file-name number of a sequence), inclusive; ``colorspace`` from
     the clip's colour space (:func:`jobs.engine_colorspace`; ``notes`` says when it was not
-    recognised); ``memory_limit_mb`` from the add-on preference (GiB -> MiB)."""
+    recognised); ``memory_limit_mb`` from the add-on preference (GiB -> MiB); ``precision``
+    (auto / fp32 / fp16) from the add-on preference -- keyed: float16 changes the result."""
     from .build import footage_base
 
     st = clip.worldtrack
@@ -48,7 +49,7 @@ def track_settings(context, clip: bpy.types.MovieClip) -> dict:
     colorspace, note = jobs.engine_colorspace(clip.colorspace_settings.name)
     out = {"start": c0 - 1 + off, "end": c1 - 1 + off, "grid": st.grid, "max_size": st.max_size,
            "zoom": st.zoom, "distortion": st.distortion.lower(), "colorspace": colorspace,
-           "device": prefs.device.lower(),
+           "device": prefs.device.lower(), "precision": prefs.precision.lower(),
            "memory_limit_mb": int(round(float(prefs.memory_limit_gb) * 1024)),
            "notes": [note] if note else []}
     if st.use_known_focal:

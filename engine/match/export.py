@@ -1,7 +1,9 @@
 """Regenerate the committed ONNX graphs: ``python -m engine.match.export [--out DIR]``.
 
 Needs torch (a development dependency only). Writes ``<name>.onnx`` for every kernel in
-:func:`engine.match.kernels_torch.kernels` into ``engine/match/onnx/`` by default.
+:func:`engine.match.kernels_torch.kernels` and ``<name>_fp16.onnx`` for the float16 variants in
+:func:`engine.match.kernels_torch.kernels_fp16` (``--precision fp16``) into
+``engine/match/onnx/`` by default.
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ def export_all(out_dir: str | Path = ONNX_DIR) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, (mod, args, inames, onames, dyn) in kernels_torch.kernels().items():
+    table = dict(kernels_torch.kernels())
+    table.update({f"{n}_fp16": k for n, k in kernels_torch.kernels_fp16().items()})
+    for name, (mod, args, inames, onames, dyn) in table.items():
         mod.eval()
         buf = io.BytesIO()
         with warnings.catch_warnings():

@@ -20,12 +20,23 @@ Kernels:
   query-frame template and the previous-frame appearance), aggregated over 3x3.
 - :class:`Warp`       bilinear sampling of a (1,C,H,W) map at absolute pixel positions
   (1,2,h,w) (border clamped), plus an in-bounds mask.
+
+Half precision (``--precision fp16``, :func:`kernels_fp16`): ``Features``, ``Match`` and ``Score``
+take ``half=True`` and then hold their bulky per-pixel intermediates (descriptor differences,
+the (2r+1)^2-shift cost volume before aggregation, L1 costs) in float16, with float32 inputs
+and outputs (casts inside the graph). Coordinates never go to float16: a float16 pixel position
+has a step of 0.5 px above 1024 and 1 px above 2048, so warping, flows, the arg-min's sub-pixel
+fit and the tie-breaking shift penalty stay float32. ``LKRefine`` (2x2 normal equations whose
+determinants underflow float16) and ``Warp`` (pure coordinate arithmetic) have no float16
+variant.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .ops import FP16_KERNEL_NAMES
 
 N_FEATURES = 8
 MATCH_RADIUS = 3
@@ -59,8 +70,9 @@ def _warp(src: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
 
 
 class Features(nn.Module):
-    def __init__(self):
+    def __init__(self, half: bool = False):
         super().__init__()
+        self.half = half
         # 3x3 binomial pre-blur: tames pixel noise in the signed differences
         b = torch.tensor([1.0, 2.0, 1.0])
         k = (b[:, None] * b[None, :]) / 16.0
@@ -70,19 +82,24 @@ class Features(nn.Module):
         self.offsets = [(-2, -2), (-2, 0), (-2, 2), (0, 2), (2, 2), (2, 0), (2, -2), (0, -2)]
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), self.blur)
+        blur = self.blur
+        if self.half:
+            img, blur = img.to(torch.float16), blur.to(torch.float16)
+        x = F.conv2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), blur)
         h, w = x.shape[-2], x.shape[-1]
         p = F.pad(x, (2, 2, 2, 2), mode="replicate")
         diffs = [p[:, :, 2 + dy:2 + dy + h, 2 + dx:2 + dx + w] - x for dy, dx in self.offsets]
         d = torch.cat(diffs, dim=1)
         # Normalise by local contrast; the floor keeps flat, noisy areas from being amplified.
         rms = torch.sqrt(torch.mean(d * d, dim=1, keepdim=True) + 0.02 ** 2)
-        return d / rms
+        out = d / rms
+        return out.to(torch.float32) if self.half else out   # (no Cast node in the fp32 graph)
 
 
 class Match(nn.Module):
-    def __init__(self, radius: int = MATCH_RADIUS, window: int = AGG_WINDOW):
+    def __init__(self, radius: int = MATCH_RADIUS, window: int = AGG_WINDOW, half: bool = False):
         super().__init__()
+        self.half = half
         self.r = radius
         self.k = 2 * radius + 1
         self.window = window
@@ -91,6 +108,8 @@ class Match(nn.Module):
         r, k = self.r, self.k
         warped = _warp(tgt, _pixel_grid(ref) + flow)
         h, w = ref.shape[-2], ref.shape[-1]
+        if self.half:   # the (2r+1)^2-plane volume is the bulk of the memory; coords stay fp32
+            ref, warped = ref.to(torch.float16), warped.to(torch.float16)
         p = F.pad(warped, (r, r, r, r), mode="replicate")
         costs = []
         for dy in range(-r, r + 1):
@@ -100,6 +119,10 @@ class Match(nn.Module):
         vol = torch.cat(costs, dim=1)                                    # (1, k*k, H, W)
         pad = self.window // 2
         vol = F.avg_pool2d(vol, self.window, stride=1, padding=pad, count_include_pad=False)
+        # float32 from here: the 1e-4 tie-breaking penalty is below float16's step at costs
+        # of ~0.5, and the sub-pixel fit divides cost differences.
+        if self.half:
+            vol = vol.to(torch.float32)
         # A tiny penalty on the shift length: ties (flat, textureless areas) keep the current
         # flow instead of jumping to the first shift in the volume.
         d2 = torch.tensor([float(dx * dx + dy * dy) for dy in range(-r, r + 1)
@@ -130,13 +153,21 @@ class Match(nn.Module):
 
 
 class Score(nn.Module):
+    def __init__(self, half: bool = False):
+        super().__init__()
+        self.half = half
+
     def forward(self, ref_a: torch.Tensor, ref_b: torch.Tensor, tgt: torch.Tensor,
                 flow: torch.Tensor):
         warped = _warp(tgt, _pixel_grid(ref_a) + flow)
+        if self.half:
+            ref_a, ref_b = ref_a.to(torch.float16), ref_b.to(torch.float16)
+            warped = warped.to(torch.float16)
         ca = torch.mean(torch.abs(ref_a - warped), dim=1, keepdim=True)
         cb = torch.mean(torch.abs(ref_b - warped), dim=1, keepdim=True)
         both = torch.cat([ca, cb], dim=1)
-        return F.avg_pool2d(both, 3, stride=1, padding=1, count_include_pad=False)
+        out = F.avg_pool2d(both, 3, stride=1, padding=1, count_include_pad=False)
+        return out.to(torch.float32) if self.half else out
 
 
 class LKRefine(nn.Module):
@@ -195,6 +226,18 @@ class Warp(nn.Module):
         inside = ((coords[:, 0:1] >= -0.5) & (coords[:, 0:1] <= w - 0.5)
                   & (coords[:, 1:2] >= -0.5) & (coords[:, 1:2] <= h - 0.5))
         return _warp(src, coords), inside.to(torch.float32)
+
+
+#: Kernels with a float16 variant (``<name>_fp16.onnx``); the others run float32 at any precision.
+FP16_KERNELS = FP16_KERNEL_NAMES
+
+
+def kernels_fp16() -> dict[str, tuple[nn.Module, tuple, list[str], list[str], dict]]:
+    """Like :func:`kernels` for the float16 variants (same inputs, outputs and example
+    tensors; float32 at the graph boundary)."""
+    table = kernels()
+    mods = {"features": Features(half=True), "match": Match(half=True), "score": Score(half=True)}
+    return {n: (mods[n],) + table[n][1:] for n in FP16_KERNELS}
 
 
 def kernels() -> dict[str, tuple[nn.Module, tuple, list[str], list[str], dict]]:

@@ -13,7 +13,11 @@ move instead of with their visible neighbours; NaN rows mean "no opinion". See
 Colour space: ``colorspace`` tells the decoder what the footage's values mean (``auto`` |
 ``srgb`` | ``linear`` | ``raw``; :mod:`engine.decode.footage`). Memory: ``memory_limit_mb``
 bounds the working memory (:mod:`.memory`); it changes where data lives and how much is
-processed at once, never the result.
+processed at once, never the result. Precision: ``precision`` ("auto" | "fp32" | "fp16") picks
+the kernels' float precision (:func:`engine.runtime.resolve_precision`: float16 is a GPU option;
+a CPU run falls back to float32 and says why; auto is float32). A kernel that runs out of
+memory is retried in smaller bands and, failing that, raises
+:class:`~engine.match.ops.KernelMemoryError` (a RuntimeError) saying what to lower.
 """
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ from ..trackfile import TrackFileWriter, make_metadata
 from .field import FieldSettings
 from .frames import FrameStore
 from .memory import MIN_BLOCK_MB, MemoryBudget, make_kernels, track_minimum_mb
+from .polish import PolishStats, polish_chunk, polish_wanted
+from .polish import polish as run_polish
 
 #: Default working resolution: the longer side of the frames used for matching, px.
 DEFAULT_MAX_SIDE = 640
@@ -151,7 +157,8 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
                threads: int | None = None, max_anchors: int | None = None,
                reseed: int | None = None,
                pair_flow: str = "onnx", colorspace: str = "auto",
-               memory_limit_mb: int | None = None, **settings) -> Path:
+               memory_limit_mb: int | None = None, polish: str = "auto",
+               precision: str = "auto", **settings) -> Path:
     """Track points through a clip and write a track file; returns its path.
 
     source: video file / image folder / printf or ``#`` pattern, or an opened Footage.
@@ -175,12 +182,17 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
     with a limit, block/cache sizes follow it, per-clip data is paged from disk and a limit
     below what the working resolution needs fails at once (:class:`~.memory.MemoryLimitError`,
     which says how much is needed). Results are identical with and without a limit.
+    precision: "auto" (float32), "fp32" or "fp16" (GPU only; elsewhere float32 with a message);
+    the precision used is recorded in the file's ``engine.settings.precision``.
+    polish: "auto" | "on" | "off" -- re-align each track on the full-resolution frames against
+    its query-frame template (:mod:`.polish`); auto: when the working resolution is below the
+    input's and there are at most ``polish.AUTO_MAX_TRACKS`` tracks.
     Output: tracks_2d / visible / confidence in input pixels; tracks_3d NaN, cameras
     identity and K a default guess (the solve stage fills those in).
     Raises DecodeError / TrackError on bad input; Cancelled when ``progress`` is cancelled
     (no output file is left behind).
     """
-    from ..runtime import select_providers
+    from ..runtime import resolve_precision, select_providers
 
     t_start = time.monotonic()
     budget = MemoryBudget(memory_limit_mb)
@@ -206,12 +218,18 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
     dense = queries is None and grid is None
     T = footage.n_frames
     _, dev_msg = select_providers(device)
+    try:
+        kprec, prec_msg = resolve_precision(precision, device)
+    except ValueError as e:
+        raise TrackError(str(e)) from None
     if progress is not None:
         progress.message(f"onnxruntime: {dev_msg}")
+        progress.message(prec_msg)
     out_path = Path(out_path)
     scratch = Path(tempfile.mkdtemp(prefix=".wt-track-", dir=out_path.parent
                                     if out_path.parent.exists() else None))
-    kernels = make_kernels(device, threads, budget)
+    kernels = make_kernels(device, threads, budget, kprec,
+                           progress.message if progress is not None else None)
     timings: dict[str, float] = {}
     try:
         t0 = time.monotonic()
@@ -223,7 +241,8 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
                                source={"path": str(footage.path),
                                        "hash": _source_hash(footage.path)})
             md["engine"]["settings"] = {"max_side": max_side, "work_size": list(footage.work_size),
-                                        "device": device, "grid": grid, "pair_flow": pair_flow,
+                                        "device": device, "precision": kprec,
+                                        "grid": grid, "pair_flow": pair_flow,
                                         "dense": dense, "colorspace": footage.colorspace,
                                         **{k: v for k, v in asdict(cfg).items() if k != "extra"}}
             q, assign, u, anchors, fallback = _plan_and_run(
@@ -243,6 +262,11 @@ def track_clip(source: str | os.PathLike | Footage, out_path: str | os.PathLike,
                 _write(wr, footage, q, assign, u, anchors, fallback, store,
                        progress.check if progress is not None else None, budget)
                 timings["write"] = time.monotonic() - t0
+                if polish_wanted(polish, footage, len(q)):
+                    t0 = time.monotonic()
+                    wr.metadata["engine"]["settings"]["polish"] = _polish(
+                        wr, footage, q, progress, budget).as_dict()
+                    timings["polish"] = time.monotonic() - t0
                 timings["total"] = time.monotonic() - t_start
                 wr.metadata["timings"] = timings
         return out_path
@@ -407,6 +431,22 @@ def _write(wr: TrackFileWriter, footage: Footage, q: np.ndarray, assign: np.ndar
                 wr["confidence"][sel, t0:t1] = conf.astype(np.float32)
                 del a_, pos, vis, conf, at_q
                 wr.release()    # one block resident, limit or not: the file can be GBs
+
+
+def _polish(wr: TrackFileWriter, footage: Footage, q: np.ndarray, progress: Progress | None,
+            budget: MemoryBudget) -> PolishStats:
+    """Full-resolution polish of the written tracks, one block of frames at a time."""
+    def tracks(rows: slice, t0: int, t1: int):
+        return wr["tracks_2d"][rows, t0:t1], wr["visible"][rows, t0:t1]
+
+    def write(rows: slice, t0: int, t1: int, xy: np.ndarray) -> None:
+        wr["tracks_2d"][rows, t0:t1] = xy
+        wr.release()
+
+    chunks = -(-len(q) // polish_chunk(footage, len(q), budget))
+    # per chunk of tracks, two passes over the frames: templates, then alignment
+    with stage_of(progress, "polish", 2 * chunks * footage.n_frames) as st:
+        return run_polish(footage, q, tracks, write, budget, st.advance)
 
 
 def _wrap_predict(predict, footage: Footage):

@@ -3,10 +3,11 @@
     python -m engine track INPUT --out tracks.npz [--queries Q.npy | --grid STRIDE]
         [--frames A:B] [--device auto|cuda|cpu|torch-cuda|torch-cpu] [--max-side PX] [--progress auto|bar|lines|quiet]
         [--threads N] [--pair-flow onnx|dis] [--max-anchors N]
-        [--colorspace auto|srgb|linear|raw] [--memory-limit MIB]
+        [--colorspace auto|srgb|linear|raw] [--memory-limit MIB] [--precision auto|fp32|fp16]
 
-Exit codes: 0 ok, 2 bad input or a memory limit too small for the working resolution (clear
-message on stderr), 130 cancelled (Ctrl-C; no output file).
+Exit codes: 0 ok, 2 bad input, a memory limit too small for the working resolution, or a
+kernel out of memory even in its smallest bands (clear one-line message on stderr; no output
+file), 130 cancelled (Ctrl-C; no output file).
 """
 from __future__ import annotations
 
@@ -73,6 +74,17 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "follow it and per-clip data is paged from disk; the tracks are the "
                         "same as without a limit. Fails at once, saying how much is needed, "
                         "when the working resolution does not fit")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="auto",
+                   help="float precision of the per-pixel kernels: fp16 holds their bulky "
+                        "intermediates (descriptor differences, cost volumes) in float16 on a "
+                        "GPU (coordinates stay float32); on the CPU onnxruntime has no float16 "
+                        "kernels for them, so fp16 runs float32 there and says so. auto "
+                        "(default): fp32")
+    p.add_argument("--polish", choices=("auto", "on", "off"), default="auto",
+                   help="re-align each track on the full-resolution frames against its "
+                        "query-frame template for sub-pixel accuracy at the input resolution "
+                        "(auto, the default: when --max-side downscales the footage and there "
+                        "are at most 40,000 tracks)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "quiet"), default="auto")
     p.set_defaults(func=run)
     return p
@@ -97,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
                          frames=parse_frame_range(args.frames), device=args.device,
                          max_side=args.max_side or None, progress=progress, threads=args.threads,
                          pair_flow=args.pair_flow, max_anchors=args.max_anchors,
-                         colorspace=args.colorspace, memory_limit_mb=args.memory_limit)
+                         colorspace=args.colorspace, memory_limit_mb=args.memory_limit,
+                         precision=args.precision, polish=args.polish)
     except (DecodeError, TrackError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

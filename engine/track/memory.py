@@ -174,11 +174,15 @@ def _malloc_trim() -> None:
 
 # ------------------------------------------------------------------------------ ONNX sessions
 def make_kernels(device: str = "auto", threads: int | None = None,
-                 budget: MemoryBudget | None = None) -> Kernels:
+                 budget: MemoryBudget | None = None, precision: str = "fp32",
+                 notify=None) -> Kernels:
     """The ONNX kernels: the shared, cached sessions when unlimited; with a limit, sessions
     without ONNX Runtime's CPU memory arena (``arena=False``: memory returned after every run
-    instead of kept at each session's peak; same results)."""
-    return Kernels(device, threads, arena=budget is None or not budget.limited)
+    instead of kept at each session's peak; same results). ``precision``: the kernel precision
+    already resolved for the device (:func:`engine.runtime.resolve_precision`). ``notify``:
+    one-line messages when a kernel runs out of memory and retries in bands."""
+    return Kernels(device, threads, arena=budget is None or not budget.limited,
+                   precision=precision, notify=notify)
 
 
 # --------------------------------------------------------------------- process-wide default

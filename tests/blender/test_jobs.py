@@ -177,6 +177,37 @@ def test_clip_colour_space_reaches_the_engine_and_the_cache_key(wt, scene, tmp_p
     assert _flag(tr, "--memory-limit") == _flag(sv, "--memory-limit") == "512"
 
 
+def test_precision_preference_reaches_the_track_step_and_the_cache_key(wt, scene, tmp_path,
+                                                                      monkeypatch):
+    """The Precision preference (auto by default) is passed to ``engine track --precision``
+    only (the solve has no kernels) and is part of the cache key (float16 changes the tracks);
+    the engine's own parser accepts every value the preference can take."""
+    from worldtrack import preferences
+    from worldtrack.engine.__main__ import build_parser
+    from worldtrack.operators import jobs, track
+
+    items = [i.identifier for i in
+             preferences.WorldtrackPreferences.bl_rna.properties["precision"].enum_items]
+    assert items == ["AUTO", "FP32", "FP16"]
+    syn = wt_synth.make_trackdata(T=6)
+    clip = bpy.data.movieclips.load(str(wt_synth.write_video(tmp_path / "clip.mp4", syn.data)))
+    scene.active_clip = clip
+    key_auto, s = track.result_key(bpy.context, clip)
+    tr, sv = jobs.engine_steps(track.engine_input(clip), Path("{work}"), s, sys.executable)
+    assert s["precision"] == "auto" and _flag(tr, "--precision") == "auto"
+    assert "--precision" not in sv
+    keys = {key_auto}
+    for value in ("FP32", "FP16"):
+        monkeypatch.setattr(preferences._Defaults, "precision", value)
+        key, s = track.result_key(bpy.context, clip)
+        tr, _ = jobs.engine_steps(track.engine_input(clip), Path("{work}"), s, sys.executable)
+        assert _flag(tr, "--precision") == value.lower()
+        args = build_parser().parse_args(tr[3:])        # the engine accepts what Blender sends
+        assert args.precision == value.lower()
+        keys.add(key)
+    assert len(keys) == 3
+
+
 def test_every_blender_colour_space_is_mapped(wt):
     """Each colour space this Blender offers (names differ between 4.2 LTS and 5.x) has a
     documented engine mapping; an unknown one (a studio OCIO config) falls back to auto with a

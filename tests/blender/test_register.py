@@ -159,7 +159,8 @@ def test_panels_draw_in_every_state(scene, tmp_path, wt):
     calls = []
     prefs_cls.draw(type("P", (), {"layout": LayoutRecorder(calls), "bl_rna": prefs_cls.bl_rna})(),
                    bpy.context)
-    assert [c[1][1] for c in calls if c[0] == "prop"] == ["device", "cache_dir", "memory_limit_gb"]
+    assert [c[1][1] for c in calls if c[0] == "prop"] == ["device", "precision", "cache_dir",
+                                                          "memory_limit_gb"]
 
 
 def test_load_result_rejects_bad_file(scene, tmp_path):

@@ -56,8 +56,11 @@ def test_torch_vs_onnxruntime(name):
 
 def test_committed_graphs_match_fresh_export(tmp_path):
     export_all(tmp_path)
-    for name in ("features", "match", "score", "warp", "lk"):
-        feeds = _inputs(name, seed=1)
+    fp16 = tuple(f"{n}_fp16" for n in kernels_torch.FP16_KERNELS)
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == sorted(
+        f"{n}.onnx" for n in ("features", "match", "score", "warp", "lk") + fp16)
+    for name in ("features", "match", "score", "warp", "lk") + fp16:
+        feeds = _inputs(name.removesuffix("_fp16"), seed=1)
         a = ort.InferenceSession(str(ONNX_DIR / f"{name}.onnx"), providers=["CPUExecutionProvider"])
         b = ort.InferenceSession(str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"])
         for x, y in zip(a.run(None, feeds), b.run(None, feeds)):
