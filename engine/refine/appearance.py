@@ -135,3 +135,35 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
         c[ok] = np.abs(p - ref[np.flatnonzero(ok) // D]).mean(axis=(1, 2))
         cost[:, :, t] = c.reshape(n, D)
     return cost
+
+
+def query_texture(footage, query: np.ndarray, n_frames: int, window: int = 7,
+                  check_cancel: Callable[[], None] | None = None) -> np.ndarray:
+    """Local contrast (n,) at each query pixel in its query frame: the standard deviation of the
+    grey level (0..1) in a ``window`` x ``window`` box at the working resolution. Textured points
+    (high values) have well-determined depths; plain surfaces do not. One streaming pass over
+    the footage up to the last query frame; ``query`` (n, 3) ``[t, x, y]`` input px."""
+    import cv2
+
+    n = len(query)
+    tex = np.full(n, np.nan, np.float32)
+    if n == 0:
+        return tex
+    qt = np.clip(np.round(query[:, 0]).astype(int), 0, n_frames - 1)
+    last_q = int(qt.max())
+    for t, rgb in enumerate(footage.frames()):
+        if t > last_q:
+            break
+        m = qt == t
+        if not m.any():
+            continue
+        if check_cancel:
+            check_cancel()
+        g = _gray(rgb)
+        mu = cv2.blur(g, (window, window))
+        sd = np.sqrt(np.maximum(cv2.blur(g * g, (window, window)) - mu * mu, 0.0))
+        xy = np.round(footage.to_work_pixels(query[m, 1:3].astype(np.float32))).astype(int)
+        x = np.clip(xy[:, 0], 0, sd.shape[1] - 1)
+        y = np.clip(xy[:, 1], 0, sd.shape[0] - 1)
+        tex[m] = sd[y, x]
+    return tex
