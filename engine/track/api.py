@@ -439,8 +439,9 @@ def _polish(wr: TrackFileWriter, footage: Footage, q: np.ndarray, progress: Prog
     def tracks(rows: slice, t0: int, t1: int):
         return wr["tracks_2d"][rows, t0:t1], wr["visible"][rows, t0:t1]
 
-    def write(rows: slice, t0: int, t1: int, xy: np.ndarray) -> None:
+    def write(rows: slice, t0: int, t1: int, xy: np.ndarray, vis: np.ndarray) -> None:
         wr["tracks_2d"][rows, t0:t1] = xy
+        wr["visible"][rows, t0:t1] = vis
         wr.release()
 
     chunks = -(-len(q) // polish_chunk(footage, len(q), budget))

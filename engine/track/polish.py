@@ -29,16 +29,19 @@ AUTO_MIN_DOWNSCALE = 1.25
 #: ... and with at most this many tracks (dense full-HD grids would take minutes)
 AUTO_MAX_TRACKS = 40_000
 MIN_ZNCC = 0.8          # aligned patch vs template
+REFIND_ZNCC = 0.95      # ... on a frame where the tracker saw the point hidden
 MIN_TEXTURE = 2.0       # template grey-level std (0..255): flatter patches have nothing to lock on
 ITERATIONS = 6
 
 
 @dataclasses.dataclass
 class PolishStats:
-    """What the polish did: point-frames looked at and moved, and the median move in px."""
+    """What the polish did: visible point-frames looked at and moved, hidden ones found
+    visible again, and the median move in px."""
 
     point_frames: int = 0
     moved: int = 0
+    refound: int = 0
     median_shift_px: float = float("nan")
     radius: int = 0
 
@@ -186,7 +189,9 @@ def polish(footage: Footage, query: np.ndarray, tracks: Callable, write: Callabl
 
     query: (N, 3) ``[t, x, y]`` input px, exact at frame t. ``tracks(rows, t0, t1)`` returns
     the positions (n, B, 2) input px and visibility (n, B) of a slice of tracks over a block of
-    frames; ``write(rows, t0, t1, xy)`` stores polished positions back. Tracks go in chunks
+    frames; ``write(rows, t0, t1, xy, visible)`` stores polished positions (and visibility:
+    a point the tracker saw hidden becomes visible where its template matches unmistakably,
+    ZNCC >= ``REFIND_ZNCC``) back. Tracks go in chunks
     whose templates fit the budget; per chunk the frames are decoded twice (templates, then
     alignment), one at a time; ``tick()`` is called after each frame of each pass.
     """
@@ -230,6 +235,7 @@ def _polish_chunk(footage: Footage, query: np.ndarray, rows: np.ndarray, radius:
     # a frame block of positions (f64 work copy + f32 out + visibility) within the budget
     block = max(1, min(T, int(budget.block_bytes(64 << 20, 0.2) // max(1, n * 25))))
     frames: Iterator[np.ndarray] = full.frames()
+    prev_xy, prev_vis = np.zeros((n, 2)), np.zeros(n, bool)
     for t0 in range(0, T, block):
         t1 = min(T, t0 + block)
         xy, vis = tracks(sl, t0, t1)
@@ -238,17 +244,31 @@ def _polish_chunk(footage: Footage, query: np.ndarray, rows: np.ndarray, radius:
         for j in range(t1 - t0):
             img = _grey(next(frames))
             t = t0 + j
-            idx = np.nonzero(tpl.ok & vis[:, j] & (tq != t) & np.isfinite(xy[:, j]).all(1))[0]
-            stats.point_frames += len(idx)
+            idx = np.nonzero(tpl.ok & (tq != t) & np.isfinite(xy[:, j]).all(1))[0]
+            seen = vis[idx, j]
+            stats.point_frames += int(seen.sum())
             if len(idx):
                 start = xy[idx, j]
                 p, A, z, z0 = tpl.align(idx, img, start)
+                # a hidden point's carried position may be far off: also try where it was
+                # seen on the previous frame, and keep the better match
+                h = np.nonzero(~seen & prev_vis[idx])[0]
+                if len(h):
+                    p2, A2, z2, z02 = tpl.align(idx[h], img, prev_xy[idx[h]])
+                    b = np.nan_to_num(z2, nan=-1.0) > np.nan_to_num(z[h], nan=-1.0)
+                    start[h[b]], p[h[b]], A[h[b]] = prev_xy[idx[h[b]]], p2[b], A2[b]
+                    z[h[b]], z0[h[b]] = z2[b], z02[b]
                 d = np.linalg.norm(p - start, axis=1)
-                keep = np.isfinite(z) & (z >= MIN_ZNCC) & (z >= np.nan_to_num(z0, nan=-1.0)) \
-                    & (d <= gate) & np.isfinite(p).all(1) & np.isfinite(A).all((1, 2))
+                # where the tracker says hidden, only an unmistakable match re-finds the point
+                keep = np.isfinite(z) & (z >= np.where(seen, MIN_ZNCC, REFIND_ZNCC)) \
+                    & (z >= np.nan_to_num(z0, nan=-1.0)) & (d <= gate) & np.isfinite(p).all(1) \
+                    & np.isfinite(A).all((1, 2))
                 xy[idx[keep], j] = p[keep]
+                vis[idx[keep], j] = True
                 tpl.A[idx[keep]] = A[keep]
-                stats.moved += int(keep.sum())
-                shifts.append(d[keep])
+                stats.moved += int((keep & seen).sum())
+                stats.refound += int((keep & ~seen).sum())
+                shifts.append(d[keep & seen])
+            prev_xy, prev_vis = xy[:, j].copy(), vis[:, j].copy()
             tick()
-        write(sl, t0, t1, xy.astype(np.float32))
+        write(sl, t0, t1, xy.astype(np.float32), vis)
