@@ -34,6 +34,12 @@ class WorldtrackClipSettings(bpy.types.PropertyGroup):
         items=[("NONE", "None", "No lens distortion"),
                ("K1", "K1", "Solve radial distortion k1 (Blender polynomial model)"),
                ("K1K2", "K1, K2", "Solve radial distortion k1 and k2")])
+    principal_point: EnumProperty(
+        name="Principal Point", default="AUTO",
+        items=[("AUTO", "Automatic", "Solve the principal point when the footage pins it (e.g. "
+                                     "wide-lens pans), else keep the image centre; the solve "
+                                     "report says which"),
+               ("CENTRE", "Image Centre", "Keep the principal point at the image centre")])
     use_known_focal: BoolProperty(name="Known Focal Length", default=False,
                                   description="Use the focal length and sensor width of the clip's "
                                               "Camera Data (Track > Camera) instead of solving it")

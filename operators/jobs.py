@@ -132,7 +132,8 @@ def engine_steps(clip_path: str, work: Path, settings: dict, python: str | None 
     step's kernels) and ``colorspace`` (auto / srgb / linear / raw, see
     :func:`engine_colorspace`) and ``memory_limit_mb`` (the preference, MiB; passed to both
     steps, not part of the cache key: it does not change the result beyond float rounding);
-    for the solve ``zoom`` (bool), ``distortion`` (none / k1 / k1k2) and optionally a known
+    for the solve ``zoom`` (bool), ``distortion`` (none / k1 / k1k2), ``principal_point``
+    (auto / centre) and optionally a known
     lens ``focal_mm`` + ``sensor_width_mm``.
     """
     py = python or sys.executable
@@ -146,7 +147,8 @@ def engine_steps(clip_path: str, work: Path, settings: dict, python: str | None 
     if settings.get("precision"):
         track += ["--precision", settings["precision"]]
     solve = [py, "-m", "engine", "solve", tracks, "--out", str(work / RESULT_NAME),
-             "--distortion", settings.get("distortion", "none"), "--progress", "lines"]
+             "--distortion", settings.get("distortion", "none"),
+             "--principal-point", settings.get("principal_point", "auto"), "--progress", "lines"]
     if settings.get("memory_limit_mb"):
         mem = ["--memory-limit", str(int(settings["memory_limit_mb"]))]
         track += mem

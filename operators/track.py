@@ -48,7 +48,8 @@ def track_settings(context, clip: bpy.types.MovieClip) -> dict:
     off = clip.frame_offset + footage_base(clip)
     colorspace, note = jobs.engine_colorspace(clip.colorspace_settings.name)
     out = {"start": c0 - 1 + off, "end": c1 - 1 + off, "grid": st.grid, "max_size": st.max_size,
-           "zoom": st.zoom, "distortion": st.distortion.lower(), "colorspace": colorspace,
+           "zoom": st.zoom, "distortion": st.distortion.lower(),
+           "principal_point": st.principal_point.lower(), "colorspace": colorspace,
            "device": prefs.device.lower(), "precision": prefs.precision.lower(),
            "memory_limit_mb": int(round(float(prefs.memory_limit_gb) * 1024)),
            "notes": [note] if note else []}

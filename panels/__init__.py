@@ -63,6 +63,7 @@ def draw_settings(layout, context, clip) -> None:
     col = layout.column(align=True)
     col.prop(st, "zoom")
     col.prop(st, "distortion")
+    col.prop(st, "principal_point")
     col.prop(st, "use_known_focal")
     prefs = preferences.get(context)
     row = layout.row()

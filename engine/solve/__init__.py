@@ -4,14 +4,17 @@ Python API::
 
     from engine.solve import solve_trackfile
     report = solve_trackfile("tracks.npz", "solved.npz", focal=None, zoom=False,
-                             distortion="none")       # "none" | "k1" | "k1k2"
+                             distortion="none",       # "none" | "k1" | "k1k2"
+                             principal_point="auto")  # "auto" | "centre" | (x, y) px
 
 reads a track file from the 2D tracker and writes the same file with ``cam_to_world``, ``K``,
 ``tracks_3d``, ``group``, ``reproj_error`` filled, ``metadata["solve"]`` = the report and
 ``metadata["distortion"]`` when distortion was solved. The report's ``warnings`` say what the
 user should know (tripod shot, zoom, weak background, ...); ``focal_sigma_rel`` is the relative
 1-sigma uncertainty of a self-calibrated focal (0 when given), with a warning when the shot
-leaves it poorly constrained (:mod:`engine.solve.observability`). Lower level, on numpy arrays:
+leaves it poorly constrained (:mod:`engine.solve.observability`); ``principal_point`` [x, y] px
+with ``principal_point_solved`` / ``principal_point_sigma_px`` / ``principal_point_reason`` says
+whether the footage pinned it (:mod:`engine.solve.principal_point`). Lower level, on numpy arrays:
 :func:`solve_cameras` (cameras only, solver frame), :func:`engine.lift.world.choose_world`,
 :func:`engine.lift.lift_tracks`. Feedback for the tracker: :func:`predict_positions`.
 
@@ -47,7 +50,8 @@ def focal_px_from_mm(focal_mm: float, sensor_width_mm: float, image_width_px: in
 
 def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], out_tracks_3d,
                  out_group, out_reproj, *, focal: float | None = None, zoom: bool = False,
-                 distortion: str = "none", progress=None) -> tuple[np.ndarray, np.ndarray, dict]:
+                 distortion: str = "none", principal_point="auto",
+                 progress=None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Solve cameras and lift every track; writes into the three ``out_*`` arrays.
 
     Returns (cam_to_world (T, 4, 4) world frame, K (T, 3, 3), report dict).
@@ -60,7 +64,8 @@ def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], ou
     from .pipeline import solve_cameras
 
     sol = solve_cameras(tracks_2d, visible, confidence, image_size, focal=focal, zoom=zoom,
-                        distortion=distortion, progress=progress)
+                        distortion=distortion, principal_point=principal_point,
+                        progress=progress)
     report = sol.report
     S, world = choose_world(sol.cam_to_world, sol.sample_points[sol.sample_static], sol.mode)
     c2w = apply_to_cameras(S, sol.cam_to_world)
@@ -80,11 +85,14 @@ def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], ou
 
 def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = False,
                     distortion: str = "none", progress=None, refine: bool = True,
-                    clip=None, max_rounds: int | None = None) -> dict:
+                    clip=None, max_rounds: int | None = None,
+                    principal_point="auto") -> dict:
     """Solve the camera and lift all tracks of a track file; returns the solve report.
 
-    ``focal`` in pixels when known (``focal_px_from_mm`` converts from millimetres). The output
-    is written atomically; nothing is written when the shot cannot be solved (raises
+    ``focal`` in pixels when known (``focal_px_from_mm`` converts from millimetres).
+    ``principal_point``: ``"auto"`` (solved when the footage pins it, else the image centre),
+    ``"centre"`` or a known ``(x, y)`` in input px (OpenCV: centre ``((W-1)/2, (H-1)/2)``).
+    The output is written atomically; nothing is written when the shot cannot be solved (raises
     :class:`SolveError`, whose message says why). ``in_path`` may equal ``out_path``.
 
     ``refine`` (default): feed the geometry back into the 2D tracks and iterate the solve
@@ -115,10 +123,11 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
         c2w, K, report = solve_arrays(data.tracks_2d, data.visible, data.confidence,
                                       data.image_size, w["tracks_3d"], w["group"],
                                       w["reproj_error"], focal=focal, zoom=zoom,
-                                      distortion=distortion, progress=progress)
+                                      distortion=distortion, principal_point=principal_point,
+                                      progress=progress)
         if refine:
             c2w, K, report = _refine(data, w, c2w, K, report, in_path, clip, focal, zoom,
-                                     distortion, max_rounds, progress)
+                                     distortion, max_rounds, progress, principal_point)
         w["cam_to_world"][:] = c2w.astype(np.float32)
         w["K"][:] = K.astype(np.float32)
         report["timings"]["solve_trackfile_total"] = time.monotonic() - t0
@@ -134,7 +143,7 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
 
 
 def _refine(data, w, c2w, K, report, in_path, clip, focal, zoom, distortion, max_rounds,
-            progress):
+            progress, principal_point="auto"):
     """Run :func:`engine.refine.refine_solution` with a re-solve on cleaned visibility."""
     from ..refine import MAX_ROUNDS, find_footage, refine_solution
 
@@ -145,7 +154,7 @@ def _refine(data, w, c2w, K, report, in_path, clip, focal, zoom, distortion, max
     def solve_fn(visible, o3, og, orr):
         return solve_arrays(data.tracks_2d, visible, data.confidence, data.image_size, o3, og,
                             orr, focal=focal, zoom=zoom, distortion=distortion,
-                            progress=progress)
+                            principal_point=principal_point, progress=progress)
 
     c2w, K, rep = refine_solution(data, w, c2w, K, report, footage, solve_fn,
                                   MAX_ROUNDS if max_rounds is None else max_rounds,

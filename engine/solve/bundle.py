@@ -6,8 +6,10 @@ zoom shots), optional radial distortion ``k1`` / ``k1, k2`` (Blender's polynomia
 every iteration (their 3x3 / 2x2 blocks inverted in bulk), leaving a small dense camera system
 solved with numpy; the sparse bookkeeping is numpy ``bincount``. Rotations are updated
 multiplicatively (``R = exp([d]) R0``), so the rotation Jacobian is the usual ``-[R X]_x``.
-The principal point stays fixed (footage rarely constrains it and freeing it trades off against
-rotation). ``rotation_only`` mode (tripod shots) pins every camera centre at the origin and
+The principal point is fixed unless ``refine_pp`` frees one shared ``(cx, cy)`` (footage rarely
+constrains it: a shift of it trades off against a small rotation of every camera, so it comes with
+a weak prior towards a given point; :mod:`engine.solve.principal_point` decides whether to keep
+it). ``rotation_only`` mode (tripod shots) pins every camera centre at the origin and
 parameterises points as directions (azimuth/elevation), i.e. points at infinity.
 
 Gauge: cameras in ``fixed_cams`` keep their pose; the overall scale is held by a soft prior on the
@@ -96,7 +98,8 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
                   n_dist: int = 0, rotation_only: bool = False, fix_points: bool = False,
                   f_scale: float = 1.0, loss: str = "huber", max_nfev: int = 60,
                   focal_smooth: float = 0.0, scale_cam: int | None = None, tol: float = 1e-4,
-                  marginals: bool = False) -> tuple[BAState, dict]:
+                  marginals: bool = False, refine_pp: bool = False,
+                  pp_prior: tuple[float, float, float] | None = None) -> tuple[BAState, dict]:
     """Refine ``st``; returns (new state, info). The input state is not modified.
 
     ``cam``, ``pt`` (M,) index cameras/points of each observation, ``uv`` (M, 2) pixels.
@@ -115,6 +118,14 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
     residual RMS ``info["sigma0_px"]``; ``info["focal_sigma_track_px"]`` the same with errors
     allowed to be correlated along each track (see :func:`_focal_marginals`); ``inf`` where
     the focal is not observable.
+
+    ``refine_pp``: also refine the shared principal point ``(st.cx, st.cy)`` (px); ``pp_prior``
+    ``(cx0, cy0, weight)`` adds the residuals ``weight * (cx - cx0)``, ``weight * (cy - cy0)``
+    (px-equivalent units: a weight ``s / sigma_pp`` is a Gaussian prior of 1-sigma ``sigma_pp``
+    px for observations of noise ``s`` px). With ``marginals`` ``info["pp_sigma_px"]`` and
+    ``info["pp_sigma_track_px"]`` (2,) are its 1-sigma (formal / track-clustered, as the focal's).
+    ``info["cost"]``: the final robust cost (sum of Huber-weighted squared residual norms, px^2,
+    priors included) and ``info["cost_data"]`` the same without the priors.
     """
     import os
 
@@ -131,7 +142,8 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
     cam_slot[free_cams] = np.arange(len(free_cams))
     o_f = len(free_cams) * ncp
     o_d = o_f + nF
-    Na = o_d + n_dist
+    o_pp = o_d + n_dist
+    Na = o_pp + (2 if refine_pp else 0)
     delta = f_scale if loss != "linear" else np.inf
     c0 = min(fixed) if fixed else None
     use_scale = False
@@ -154,6 +166,8 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
         blocks.append((o_f + st.focal_idx[cam])[:, None])
     if n_dist:
         blocks.append(np.broadcast_to(o_d + np.arange(n_dist), (M, n_dist)))
+    if refine_pp:
+        blocks.append(np.broadcast_to(o_pp + np.arange(2), (M, 2)))
     a_cols = np.concatenate(blocks, axis=1) if blocks else np.zeros((M, 0), np.int64)
     ka = a_cols.shape[1]
     b_cols = np.broadcast_to((pt[:, None] * npp + np.arange(npp))[:, None, :], (M, 2, npp)).reshape(-1)
@@ -191,6 +205,8 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
             if n_dist > 1:
                 dk.append(np.stack([f * xn * r2 * r2, f * yn * r2 * r2], 1))
             parts.append(np.stack(dk, axis=2))
+        if refine_pp:  # d(u, v)/d(cx, cy) = identity
+            parts.append(np.broadcast_to(np.eye(2), (M, 2, 2)))
         Ja = np.concatenate(parts, axis=2)
         if npp == 3:
             Jb = A @ R[cam]
@@ -223,14 +239,24 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
             row[cam_slot[scale_cam] * ncp + 3: cam_slot[scale_cam] * ncp + 6] = \
                 10.0 / d0 * (-R[scale_cam] @ (cen / nrm))
             J.append(row)
+        if refine_pp and pp_prior is not None and pp_prior[2] > 0:
+            wp = float(pp_prior[2])
+            for k, (v, v0) in enumerate(((s.cx, pp_prior[0]), (s.cy, pp_prior[1]))):
+                res.append(wp * (v - v0))
+                row = np.zeros(Na)
+                row[o_pp + k] = wp
+                J.append(row)
         return np.array(res), (np.array(J) if J else np.zeros((0, Na)))
 
-    def total_cost(r, z, pr):
+    def data_cost(r, z):
         e = np.linalg.norm(r, axis=1)
         c, _ = _huber(e, delta)
         if not rotation_only:
             c = np.where(z > 0, c, 2 * delta * 1e3 if np.isfinite(delta) else 1e6)
-        return float(c.sum() + np.sum(pr ** 2))
+        return float(c.sum())
+
+    def total_cost(r, z, pr):
+        return data_cost(r, z) + float(np.sum(pr ** 2))
 
     def apply(R, s, da, db):
         R2 = R.copy()
@@ -244,7 +270,9 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
             s2.focals = np.maximum(s.focals + da[o_f:o_d], 1e-3)
         if n_dist:
             s2.dist = s.dist.copy()
-            s2.dist[:n_dist] += da[o_d:Na]
+            s2.dist[:n_dist] += da[o_d:o_pp]
+        if refine_pp:
+            s2.cx, s2.cy = s.cx + float(da[o_pp]), s.cy + float(da[o_pp + 1])
         if npp == 3:
             s2.points = s.points + db.reshape(P, 3)
         elif npp == 2:
@@ -333,9 +361,15 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
         if rel < tol:
             break
     marg = {}
-    if marginals and nF:
-        marg = _focal_marginals(normal_eqs(r, z, Ja, Jb, pr, Jp), r, Ja, Jb, a_cols, pt, P, npp,
-                                np.arange(o_f, o_d))
+    if marginals and (nF or refine_pp):
+        idx = np.r_[np.arange(o_f, o_d), np.arange(o_pp, Na)].astype(np.int64)
+        m = _focal_marginals(normal_eqs(r, z, Ja, Jb, pr, Jp), r, Ja, Jb, a_cols, pt, P, npp, idx)
+        marg = {"sigma0_px": m["sigma0_px"]}
+        for key in ("focal_sigma_px", "focal_sigma_track_px"):
+            if nF:
+                marg[key] = m[key][:nF]
+            if refine_pp:
+                marg[key.replace("focal", "pp")] = m[key][nF:]
     s.rvecs = rotvec(R)
     pr_, z = project_obs(s, cam, pt)
     err = np.linalg.norm(pr_ - uv, axis=1)
@@ -347,12 +381,14 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
         print("BA", M, Na, P * npp, it, cost)
     info = {"rms": float(np.sqrt(np.mean(err[fin] ** 2))) if fin.any() else float("inf"),
             "median": float(np.median(err[fin])) if fin.any() else float("inf"),
-            "residuals": err, "iterations": it + 1, **marg}
+            "residuals": err, "iterations": it + 1, "cost": cost,
+            "cost_data": data_cost(r, z), **marg}
     return s, info
 
 
 def _focal_marginals(neq, r, Ja, Jb, a_cols, pt, P, npp, idx) -> dict:
-    """Marginal 1-sigma (px) of the focal parameters ``idx`` at the current state, two ways.
+    """Marginal 1-sigma (px) of the camera-side parameters ``idx`` (focals, principal point) at
+    the current state, two ways.
 
     ``focal_sigma_px``: the formal value, s0 * sqrt(diag(S^-1)) with S the reduced (points
     eliminated) Gauss-Newton matrix and s0 the weighted residual RMS per coordinate: right when

@@ -29,6 +29,11 @@ def register(subparsers) -> None:
     p.add_argument("--zoom", action="store_true", help="the focal length changes (solve per frame)")
     p.add_argument("--distortion", choices=["none", "k1", "k1k2"], default="none",
                    help="radial lens distortion to solve (Blender polynomial model)")
+    p.add_argument("--principal-point", default="auto", metavar="auto|centre|X,Y",
+                   help="principal point: auto (default: solved when the footage pins it, "
+                        "else the image centre; the report says which and why), centre, or a "
+                        "known X,Y in input pixels (OpenCV: the top-left pixel's centre is 0,0, "
+                        "the image centre is (W-1)/2,(H-1)/2)")
     p.add_argument("--no-refine", action="store_true",
                    help="do not feed the solved geometry back into the 2D tracks (keep the "
                         "tracker's 2D, visibility and confidence as they are)")
@@ -69,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..trackfile import TrackFileError, load_trackfile
     from . import focal_px_from_mm, solve_trackfile
     from .pipeline import SolveError
+    from .principal_point import parse_principal_point
 
     err = _apply_memory_limit(args)
     if err:
@@ -88,12 +94,17 @@ def _run(args: argparse.Namespace) -> int:
     if focal is not None and focal <= 0:
         print("error: --focal must be positive", file=sys.stderr)
         return 2
+    try:
+        pp = parse_principal_point(args.principal_point)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     progress = Progress(args.progress)
     try:
         report = solve_trackfile(args.tracks, args.out, focal=focal, zoom=args.zoom,
                                  distortion=args.distortion, progress=progress,
                                  refine=not args.no_refine, clip=args.clip,
-                                 max_rounds=args.refine_rounds)
+                                 max_rounds=args.refine_rounds, principal_point=pp)
     except TrackFileError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -115,6 +126,10 @@ def _run(args: argparse.Namespace) -> int:
           f"{report['reproj_median_px']:.3f} px, {lift.get('n_static_tracks', 0)} static / "
           f"{lift.get('n_dynamic_tracks', 0)} moving tracks, "
           f"{sum(1 for g in lift.get('groups', []) if g['kind'] == 'rigid')} rigid group(s)")
+    if "principal_point" in report:
+        ppx, ppy = report["principal_point"]
+        print(f"principal point ({ppx:.2f}, {ppy:.2f}) px: "
+              f"{report.get('principal_point_reason', '')}")
     ref = report.get("refine")
     if ref:
         fin = ref["final"]

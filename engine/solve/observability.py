@@ -15,6 +15,9 @@ drift or sticking to texture, and then the formal value is 3-6x too optimistic).
 uses the larger. Cost: about one LM iteration, 2-8 % of the solve. Why not a profile likelihood
 (re-solve with the focal pinned at +-5/10/20 %): several extra bundle adjustments for the same
 information, and the same blindness to correlated errors unless clustered too.
+
+The principal point's 1-sigma comes from the same marginals (``refine_pp``) on the same posed
+problem (:func:`final_problem`); :mod:`engine.solve.principal_point` decides with it.
 """
 from __future__ import annotations
 
@@ -49,10 +52,7 @@ def focal_sigma(result: dict, mode: str, xs: np.ndarray, vs: np.ndarray, cx: flo
     frames for a zoom; capped at :data:`FOCAL_SIGMA_CAP`) and ``residual_rms_px`` (the weighted
     residual RMS per coordinate that scales the formal value).
     """
-    if mode == "tripod":
-        st, cam, pt, uv, kw = _tripod_problem(result, xs, vs, cx, cy, sigma, per_frame)
-    else:
-        st, cam, pt, uv, kw = _general_problem(result, xs, cx, cy, sigma, per_frame)
+    st, cam, pt, uv, kw = final_problem(result, mode, xs, vs, cx, cy, sigma, per_frame)
     if len(cam) == 0:
         return {"formal": FOCAL_SIGMA_CAP, "track_clustered": FOCAL_SIGMA_CAP,
                 "residual_rms_px": 0.0}
@@ -66,6 +66,18 @@ def focal_sigma(result: dict, mode: str, xs: np.ndarray, vs: np.ndarray, cx: flo
 
     return {"formal": rel("focal_sigma_px"), "track_clustered": rel("focal_sigma_track_px"),
             "residual_rms_px": float(info["sigma0_px"])}
+
+
+def final_problem(result: dict, mode: str, xs: np.ndarray, vs: np.ndarray, cx: float, cy: float,
+                  sigma: float, per_frame: bool) -> tuple[BAState, np.ndarray, np.ndarray,
+                                                          np.ndarray, dict]:
+    """The solver's last bundle adjustment of a finished solve, posed again: (state, cam (M,),
+    pt (M,), uv (M, 2) px, bundle_adjust keyword arguments). Arguments as :func:`focal_sigma`;
+    ``(cx, cy)`` the principal point (px) to pose it with. Also used by
+    :mod:`engine.solve.principal_point`."""
+    if mode == "tripod":
+        return _tripod_problem(result, xs, vs, cx, cy, sigma, per_frame)
+    return _general_problem(result, xs, cx, cy, sigma, per_frame)
 
 
 def _general_problem(result, xs, cx, cy, sigma, per_frame):

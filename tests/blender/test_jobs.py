@@ -344,3 +344,25 @@ def test_real_engine_cancel_mid_run(wt, tmp_path):
     job.cancel()
     assert job.wait(15) == "cancelled"
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_principal_point_setting_reaches_the_solve_and_the_cache_key(wt, scene, tmp_path):
+    """Principal Point (Automatic by default) becomes ``engine solve --principal-point``, which
+    the engine's parser accepts, and is part of the cache key (it changes the solve)."""
+    from worldtrack.engine.__main__ import build_parser
+    from worldtrack.operators import jobs, track
+
+    syn = wt_synth.make_trackdata(T=6)
+    clip = bpy.data.movieclips.load(str(wt_synth.write_video(tmp_path / "clip.mp4", syn.data)))
+    scene.active_clip = clip
+    keys = set()
+    for value in ("AUTO", "CENTRE"):
+        clip.worldtrack.principal_point = value
+        key, s = track.result_key(bpy.context, clip)
+        tr, sv = jobs.engine_steps(track.engine_input(clip), Path("{work}"), s, sys.executable)
+        assert _flag(sv, "--principal-point") == value.lower()
+        assert "--principal-point" not in tr
+        args = build_parser().parse_args(sv[3:])
+        assert args.principal_point == value.lower()
+        keys.add(key)
+    assert len(keys) == 2
