@@ -53,15 +53,7 @@ def appearance_costs(footage, query: np.ndarray, positions: Callable[[int], np.n
     n = len(query)
     qt = np.clip(np.round(query[:, 0]).astype(int), 0, n_frames - 1)
     ref = None
-    last_q = int(qt.max()) if n else -1
-    for t, rgb in enumerate(footage.frames()):
-        if t > last_q:
-            break
-        m = qt == t
-        if not m.any():
-            continue
-        if check_cancel:
-            check_cancel()
+    for rgb, m in _query_frames(footage, qt, check_cancel):
         desc = kernels.features(_gray(rgb))
         p = _patch(desc, footage.to_work_pixels(query[m, 1:3]))
         if ref is None:
@@ -137,6 +129,21 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
     return cost
 
 
+def _query_frames(footage, qt: np.ndarray, check_cancel: Callable[[], None] | None = None):
+    """Stream the footage up to the last query frame; yield (frame, mask of the queries on it)
+    for each frame that has queries (``qt`` (n,) query frame indices)."""
+    last_q = int(qt.max()) if len(qt) else -1
+    for t, rgb in enumerate(footage.frames()):
+        if t > last_q:
+            break
+        m = qt == t
+        if not m.any():
+            continue
+        if check_cancel:
+            check_cancel()
+        yield rgb, m
+
+
 def query_texture(footage, query: np.ndarray, n_frames: int, window: int = 7,
                   check_cancel: Callable[[], None] | None = None) -> np.ndarray:
     """Local contrast (n,) at each query pixel in its query frame: the standard deviation of the
@@ -150,15 +157,7 @@ def query_texture(footage, query: np.ndarray, n_frames: int, window: int = 7,
     if n == 0:
         return tex
     qt = np.clip(np.round(query[:, 0]).astype(int), 0, n_frames - 1)
-    last_q = int(qt.max())
-    for t, rgb in enumerate(footage.frames()):
-        if t > last_q:
-            break
-        m = qt == t
-        if not m.any():
-            continue
-        if check_cancel:
-            check_cancel()
+    for rgb, m in _query_frames(footage, qt, check_cancel):
         g = _gray(rgb)
         mu = cv2.blur(g, (window, window))
         sd = np.sqrt(np.maximum(cv2.blur(g * g, (window, window)) - mu * mu, 0.0))
