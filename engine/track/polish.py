@@ -106,7 +106,12 @@ class _Templates:
         self.A = np.tile(np.eye(2), (n, 1, 1))                       # last accepted linear part
         self.radius = radius
 
-    def set(self, idx: np.ndarray, img: np.ndarray, xy: np.ndarray) -> None:
+    def set(self, idx: np.ndarray, img: np.ndarray, xy: np.ndarray, rows: int = 4096) -> None:
+        """Templates of the tracks ``idx`` from ``img`` at ``xy`` (M, 2), ``rows`` at a time."""
+        if len(idx) > rows:
+            for r0 in range(0, len(idx), rows):
+                self.set(idx[r0:r0 + rows], img, xy[r0:r0 + rows], rows)
+            return
         r = self.radius
         # one extra ring for central-difference gradients of the template
         g = np.arange(-r - 1, r + 2, dtype=np.float32)
@@ -128,8 +133,9 @@ class _Templates:
         gx, gy = np.nan_to_num(gx), np.nan_to_num(gy)
         x, y = self.offs[:, 0] / r, self.offs[:, 1] / r                 # scaled: conditioning
         J = np.stack([gx * x, gx * y, gx, gy * x, gy * y, gy], 1)       # (m, 6, P)
-        H = np.einsum("mip,mjp->mij", J, J)
-        H += np.eye(6) * (1e-3 * np.trace(H, axis1=1, axis2=2) / 6 + 1e-9)[:, None, None]
+        H = np.matmul(J, J.transpose(0, 2, 1))
+        H += np.eye(6, dtype=np.float32) * (1e-3 * np.trace(H, axis1=1, axis2=2) / 6
+                                            + 1e-9)[:, None, None]
         self.t[idx] = np.nan_to_num(t)
         self.jt[idx] = np.linalg.solve(H, J)
         self.ok[idx] = ok
@@ -146,26 +152,37 @@ class _Templates:
         t, jt = self.t[idx], self.jt[idx]
         r = float(self.radius)
         p = xy.astype(np.float64).copy()
-        A = self.A[idx].copy()
+        A = self.A[idx].astype(np.float32)
+        ox, oy = self.offs[:, 0], self.offs[:, 1]
         z0 = None
 
-        def warped():
-            o = np.einsum("mij,pj->mpi", A, self.offs)                 # (M, P, 2)
-            return _normalise(_sample_warped(img, p, o))[0]
+        def warped(rows):
+            a = A[rows]
+            o = np.stack([a[:, 0, :1] * ox + a[:, 0, 1:] * oy,
+                          a[:, 1, :1] * ox + a[:, 1, 1:] * oy], -1)   # (m, P, 2)
+            return _normalise(_sample_warped(img, p[rows], o))[0]
 
+        live = np.arange(len(idx))
         for _ in range(ITERATIONS):
-            w = warped()
+            w = warped(live)
             if z0 is None:
                 z0 = np.mean(w * t, 1)
-            d = np.einsum("mkp,mp->mk", jt, np.nan_to_num(w - t))     # (M, 6)
+            d = np.matmul(jt[live], np.nan_to_num(w - t[live])[:, :, None])[:, :, 0]   # (m, 6)
             # compose with the inverse of the increment: x -> (I + D) x + e, in template units
-            D = np.stack([np.stack([d[:, 0], d[:, 1]], 1), np.stack([d[:, 3], d[:, 4]], 1)], 1) / r
+            a, b, c, dd = (np.clip(d[:, k] / r, -0.2, 0.2) for k in (0, 1, 3, 4))
+            a, dd = 1.0 + a, 1.0 + dd
+            det = a * dd - b * c
+            Minv = np.stack([np.stack([dd, -b], 1), np.stack([-c, a], 1)], 1) / det[:, None, None]
             e = np.clip(np.stack([d[:, 2], d[:, 5]], 1), -2.0, 2.0)
-            Minv = np.linalg.inv(np.eye(2) + np.clip(D, -0.2, 0.2))
-            p -= np.einsum("mij,mjk,mk->mi", A, Minv, e)
-            A = np.einsum("mij,mjk->mik", A, Minv)
-        w = warped()
-        return p, A, np.mean(w * t, 1), z0
+            AM = np.matmul(A[live], Minv.astype(np.float32))
+            p[live] -= np.matmul(AM, e[:, :, None].astype(np.float32))[:, :, 0]
+            A[live] = AM
+            # converged points stop: their last step moved them by under a hundredth of a pixel
+            live = live[np.abs(e).max(1) > 0.01]
+            if not len(live):
+                break
+        w = warped(np.arange(len(idx)))
+        return p, A.astype(np.float64), np.mean(w * t, 1), z0
 
 
 def _sample_warped(img: np.ndarray, xy: np.ndarray, offs: np.ndarray) -> np.ndarray:
