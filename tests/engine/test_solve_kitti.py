@@ -135,3 +135,36 @@ def test_kitti_forward_motion_warns_focal(shared_data):
     _assert_focal_warning(auto.report, ferr)
     known = solve_cameras(xy, vis, None, (W, H), focal=f_true)
     assert known.report["focal_sigma_rel"] == 0.0 and not _focal_warnings(known.report)
+
+
+@pytest.mark.slow
+def test_kitti_from_the_engines_own_grid_tracks(shared_data, tmp_path):
+    """The product path on a forward driving shot: ``engine track --grid 8`` then the solve.
+    The tracks are short (the scene streams past) and each surface is nearly planar, so the
+    rigid-body clustering leaves a fragmented background (~2 % of the sample); the solve must
+    notice that and let the per-pair epipolar vote find the background, then solve the path
+    (focal self-calibrated, with its warning)."""
+    from engine.progress import Progress
+    from engine.solve.pipeline import MIN_CLUSTER_BACKGROUND, solve_cameras
+    from engine.track import track_clip
+    from engine.trackfile import load_trackfile
+
+    root = shared_data / "kitti_seq1"
+    if not root.is_dir():
+        pytest.skip("kitti_seq1 not present")
+    _, c2w_gt, K_gt = load_kitti(root)
+    d = load_trackfile(track_clip(root / "image_l", tmp_path / "t.npz", grid=8, device="cpu",
+                                  progress=Progress("quiet")))
+    W, H = d.image_size
+    res = solve_cameras(np.asarray(d.tracks_2d), np.asarray(d.visible),
+                        np.asarray(d.confidence), (W, H))
+    rep = res.report
+    a, length = ate(res.cam_to_world, c2w_gt)
+    ferr = abs(rep["focal_px"] / K_gt[0, 0] - 1)
+    print(f"KITTI grid-8 tracks: {rep['segmentation']}, {rep['n_static_candidates']} static of "
+          f"{rep['n_tracks_used']}, ATE {a / length:.2%}, focal error {ferr:.1%} "
+          f"(1-sigma {rep['focal_sigma_rel']:.1%})")
+    assert rep["segmentation"] == "per-pair epipolar vote"
+    assert rep["n_static_candidates"] >= MIN_CLUSTER_BACKGROUND * rep["n_tracks_used"] / 2
+    assert a / length < 0.05
+    assert _focal_warnings(rep)
