@@ -27,6 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 W, H = 320, 240
 
 
+def refine_outputs(n: int, t: int) -> dict:
+    """Empty output arrays for :func:`refine_tracks` (n tracks, t frames)."""
+    return {k: np.empty(s, dt) for k, s, dt in (("xy", (n, t, 2), np.float32),
+                                                ("v", (n, t), bool), ("c", (n, t), np.float32),
+                                                ("x3", (n, t, 3), np.float32),
+                                                ("g", (n,), np.int32), ("e", (n,), np.float32))}
+
+
 def weak_tracker(sc: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Tracker-like output from a scene's exact tracks: (xy (N, T, 2), visible (N, T)).
 
@@ -90,10 +98,7 @@ def test_refine_with_true_cameras_fixes_drift_and_visibility(orbit):
     sc, xy, v = orbit
     N, T = v.shape
     td = _scene_trackdata(sc, xy, v)
-    out = {k: np.empty(s, dt) for k, s, dt in (("xy", (N, T, 2), np.float32),
-                                                ("v", (N, T), bool), ("c", (N, T), np.float32),
-                                                ("x3", (N, T, 3), np.float32),
-                                                ("g", (N,), np.int32), ("e", (N,), np.float32))}
+    out = refine_outputs(N, T)
     res = refine_tracks(xy, v, td.confidence, td.query, np.full((N, T, 3), np.nan, np.float32),
                         -np.ones(N, np.int32), np.full(N, np.nan, np.float32), sc["c2w"], sc["K"],
                         None, "general", 0.3, (W, H), set(), out["xy"], out["v"], out["c"],
@@ -238,10 +243,7 @@ def test_footage_recovers_tracks_the_tracker_lost(tmp_path):
     v[:, 0] = True
     xy[:, 0] = query[:, 1:]
     Kt = np.repeat(K[None], T, 0)
-    out = {k: np.empty(s, dt) for k, s, dt in (("xy", (N, T, 2), np.float32),
-                                                ("v", (N, T), bool), ("c", (N, T), np.float32),
-                                                ("x3", (N, T, 3), np.float32),
-                                                ("g", (N,), np.int32), ("e", (N,), np.float32))}
+    out = refine_outputs(N, T)
     X3 = np.repeat(X[:, None], T, 1).astype(np.float32)
     X3[lost] = np.nan                                # the lift could not place the lost ones
     res = refine_tracks(xy.astype(np.float32), v, v.astype(np.float32), query, X3,

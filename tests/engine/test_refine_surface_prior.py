@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import track_synth  # noqa: E402
-from test_refine import _plane_clip  # noqa: E402
+from test_refine import _plane_clip, refine_outputs  # noqa: E402
 
 import engine.refine.tracks as tracks_mod  # noqa: E402
 from engine.refine.neighbours import neighbour_depths  # noqa: E402
@@ -67,10 +67,7 @@ def _refine(scene, prior_weight, doubt, monkeypatch):
     v[:, 0] = True
     xy[:, 0] = query[:, 1:]
     Kt = np.repeat(K[None], T, 0)
-    out = {k: np.empty(s, dt) for k, s, dt in (("xy", (N, T, 2), np.float32),
-                                                ("v", (N, T), bool), ("c", (N, T), np.float32),
-                                                ("x3", (N, T, 3), np.float32),
-                                                ("g", (N,), np.int32), ("e", (N,), np.float32))}
+    out = refine_outputs(N, T)
     X3 = np.repeat(X[:, None], T, 1).astype(np.float32)
     X3[plain] = np.nan
     res = refine_tracks(xy.astype(np.float32), v, v.astype(np.float32), query, X3,
