@@ -209,8 +209,9 @@ def polish(footage: Footage, query: np.ndarray, tracks: Callable, write: Callabl
     frames; ``write(rows, t0, t1, xy, visible)`` stores polished positions (and visibility:
     a point the tracker saw hidden becomes visible where its template matches unmistakably,
     ZNCC >= ``REFIND_ZNCC``) back. Tracks go in chunks
-    whose templates fit the budget; per chunk the frames are decoded twice (templates, then
-    alignment), one at a time; ``tick()`` is called after each frame of each pass.
+    whose templates fit the budget; per chunk the frames are decoded up to the chunk's last
+    query frame (templates), then all of them (alignment), one at a time; ``tick()`` is called
+    once per frame of each pass.
     """
     budget = budget or MemoryBudget()
     tick = tick or (lambda: None)
@@ -240,10 +241,15 @@ def _polish_chunk(footage: Footage, query: np.ndarray, rows: np.ndarray, radius:
     q = query[sl]
     tq = np.clip(np.round(q[:, 0]).astype(int), 0, T - 1)
     gate = 1.0 / footage.scale                       # one working pixel, in input px
+    last_q = int(tq.max())
     for t, rgb in enumerate(full.frames()):
         sel = np.nonzero(tq == t)[0]
         if len(sel):
             tpl.set(sel, _grey(rgb), q[sel, 1:3].astype(np.float64))
+        tick()
+        if t == last_q:         # no template after this frame: do not decode the rest
+            break
+    for _ in range(T - 1 - last_q):
         tick()
     if not tpl.ok.any():
         for _ in range(T):
