@@ -115,11 +115,10 @@ def solved_cameras(result: dict, cx: float, cy: float) -> tuple[np.ndarray, np.n
     return reg, c2w, K
 
 
-def static_segments(xy: np.ndarray, vis: np.ndarray, result: dict, cx: float, cy: float,
-                    thresh: float, **kw) -> np.ndarray:
-    """:func:`consistent_segments` of sample tracks ``xy`` (n, T, 2) px / ``vis`` (n, T) through
-    a solve result's cameras (lens distortion undone first); (n, T) bool, False on unregistered
-    frames."""
+def solved_view(xy: np.ndarray, result: dict, cx: float, cy: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`solved_cameras` plus the tracks ``xy`` (n, T, 2) px on the registered frames with
+    the solved lens distortion undone: (reg (T,), c2w (R, 4, 4), K (R, 3, 3), xy (n, R, 2))."""
     reg, c2w, K = solved_cameras(result, cx, cy)
     p = np.nan_to_num(np.asarray(xy[:, reg], np.float64))
     dist = result.get("dist")
@@ -128,6 +127,15 @@ def static_segments(xy: np.ndarray, vis: np.ndarray, result: dict, cx: float, cy
 
         for k in range(p.shape[1]):
             p[:, k] = undistort_points(p[:, k], K[k], (dist[0], dist[1], 0.0))
+    return reg, c2w, K, p
+
+
+def static_segments(xy: np.ndarray, vis: np.ndarray, result: dict, cx: float, cy: float,
+                    thresh: float, **kw) -> np.ndarray:
+    """:func:`consistent_segments` of sample tracks ``xy`` (n, T, 2) px / ``vis`` (n, T) through
+    a solve result's cameras (lens distortion undone first); (n, T) bool, False on unregistered
+    frames."""
+    reg, c2w, K, p = solved_view(xy, result, cx, cy)
     out = np.zeros(vis.shape, bool)
     out[:, reg] = consistent_segments(p, np.asarray(vis[:, reg], bool), K, c2w, thresh, **kw)
     return out

@@ -17,7 +17,7 @@ from .incremental import SolveFailure, solve_general
 from .models import estimate_noise, focal_from_fundamentals, gric_pair
 from .rotation import SPHERE_RADIUS, solve_rotation
 from .segment import frame_pairs, multibody_labels, rigid_bodies, static_belief
-from .grow import static_segments
+from .grow import solved_view, static_segments
 from .select import select_keyframes, select_tracks
 from ..progress import stage_of
 
@@ -415,19 +415,8 @@ def _consistent_tracks(xy, vis, result, cx, cy, sigma) -> np.ndarray:
     """Sample tracks that reproject as one static point through the solved cameras."""
     from .triangulate import refine_points, reprojection_errors, triangulate_rays
 
-    reg = result["registered"]
-    c2w = pose_to_c2w(result["rvecs"], result["ts"])[reg]
-    K = np.zeros((int(reg.sum()), 3, 3))
-    K[:, 0, 0] = K[:, 1, 1] = result["focals"][reg]
-    K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = cx, cy, 1
+    reg, c2w, K, p = solved_view(xy, result, cx, cy)
     v = vis[:, reg]
-    p = xy[:, reg]
-    if np.any(result["dist"]):
-        from .camera import undistort_points
-
-        p = p.copy()
-        for k in range(p.shape[1]):
-            p[:, k] = undistort_points(p[:, k], K[k], (result["dist"][0], result["dist"][1], 0.0))
     X, ang = triangulate_rays(p, v, K, c2w)
     X = refine_points(X, p, v, K, c2w)
     _, rms = reprojection_errors(X, p, v, K, c2w)
