@@ -66,7 +66,8 @@ def window_radius(footage: Footage) -> int:
 
 
 def polish_chunk(footage: Footage, n_tracks: int, budget: MemoryBudget) -> int:
-    """Tracks whose templates are held at once (each chunk decodes the clip twice)."""
+    """Tracks whose templates are held at once (each chunk streams the clip: up to its last
+    query frame for the templates, then all of it for the alignment)."""
     per_track = (2 * window_radius(footage) + 1) ** 2 * 28   # template + six Gauss-Newton rows
     return max(256, min(max(1, n_tracks), int(budget.block_bytes(128 << 20, 0.3) // per_track)))
 
