@@ -196,7 +196,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
                           out["tracks_2d"], out["visible"], out["confidence"],
                           out["tracks_3d"], out["group"], out["reproj_error"],
                           footage=footage, kernels=kernels, progress=progress, budget=budget,
-                          work_dir=work)
+                          work_dir=work, occlusion=True)
     report = best["report"]
     report["refine"] = {"rounds": rounds, "kept_round": max(e["round"] for e in rounds
                                                             if e.get("accepted")),

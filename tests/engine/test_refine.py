@@ -191,15 +191,26 @@ def test_appearance_cost_separates_visible_from_occluded(tmp_path):
     assert np.nanmedian(cost[hidden]) > 2 * np.nanmedian(cost[seen])
 
 
-def _plane_clip(tmp_path, T=16, W=160, H=120, seed=0):
+#: the occluder of :func:`_plane_clip`: a textured card of this side (px) sliding right across
+#: the middle of the frame at this speed (px / frame), starting just off the left edge
+CARD, CARD_SPEED = 44, 12
+
+
+def _card_x0(t: int) -> int:
+    return -CARD + CARD_SPEED * t
+
+
+def _plane_clip(tmp_path, T=16, W=160, H=120, seed=0, occluder=False):
     """A textured ground plane z = 0 filmed by a moving camera (rendered through the exact
     plane homographies): frames on disk, cameras, and queries on a grid of frame 0 with their
-    true 3D points and 2D tracks."""
+    true 3D points and 2D tracks. ``occluder``: a card (another texture) slides across in front
+    of the plane (see CARD); the points it covers are not visible."""
     import cv2
     from solve_synth import look_at
     from track_synth import texture
 
     tex = texture(600, 600, seed)
+    card = texture(CARD, CARD, seed + 7)
     s = 8.0 / 600                                    # world units per texture pixel
     A = np.array([[s, 0, -300 * s], [0, s, -300 * s], [0, 0, 1.0]])   # texture px -> (x, y, 1)
     f = 1.1 * W
@@ -213,6 +224,11 @@ def _plane_clip(tmp_path, T=16, W=160, H=120, seed=0):
         tt = -R @ c2w[t, :3, 3]
         Hm = K @ np.stack([R[:, 0], R[:, 1], tt], 1) @ A
         img = cv2.warpPerspective(tex, Hm, (W, H), flags=cv2.INTER_LINEAR)
+        if occluder:
+            x0, y0 = _card_x0(t), H // 2 - CARD // 2
+            a, b = max(0, x0), min(W, x0 + CARD)
+            if b > a:
+                img[y0:y0 + CARD, a:b] = card[:, a - x0:b - x0]
         cv2.imwrite(str(folder / f"frame_{t:04d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     ys, xs = np.mgrid[8:H - 8:8, 8:W - 8:8]
     q2 = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
@@ -223,6 +239,11 @@ def _plane_clip(tmp_path, T=16, W=160, H=120, seed=0):
     true = np.stack([((X - c2w[t, :3, 3]) @ c2w[t, :3, :3]) for t in range(T)], 1)
     uv = true[..., :2] / true[..., 2:3] * f + K[:2, 2]
     vis = (uv[..., 0] > 0) & (uv[..., 0] < W - 1) & (uv[..., 1] > 0) & (uv[..., 1] < H - 1)
+    if occluder:
+        x0 = np.array([_card_x0(t) for t in range(T)])[None, :]
+        y0 = H // 2 - CARD // 2
+        vis &= ~((uv[..., 0] > x0 - 0.5) & (uv[..., 0] < x0 + CARD - 0.5)
+                 & (uv[..., 1] > y0 - 0.5) & (uv[..., 1] < y0 + CARD - 0.5))
     query = np.c_[np.zeros(len(q2)), q2].astype(np.float32)
     return str(folder / "frame_%04d.png"), c2w, K, query, X, uv, vis
 
@@ -256,6 +277,53 @@ def test_footage_recovers_tracks_the_tracker_lost(tmp_path):
     e_before = np.linalg.norm(xy - uv, axis=-1)[lost][vis[lost]]
     e_after = np.linalg.norm(out["xy"] - uv, axis=-1)[lost][vis[lost]]
     assert np.median(e_after) < 1.0 < np.median(e_before)
-    assert (out["v"][lost] == vis[lost]).mean() > 0.85 > 0.6 > (v[lost] == vis[lost]).mean()
-    assert (out["v"] == vis).mean() > 0.95
+    # visibility right where the track was placed right (a lost track the fit placed wrongly
+    # shows other appearance at its projection and is rightly called hidden there)
+    e_trk = np.nanmedian(np.where(vis, np.linalg.norm(out["xy"] - uv, axis=-1), np.nan), axis=1)
+    placed = lost & (e_trk < 2.0)
+    assert placed.sum() >= 0.65 * lost.sum()
+    assert (out["v"][placed] == vis[placed]).mean() > 0.85 > 0.6 > (v[lost] == vis[lost]).mean()
+    fair = ~(lost & ~placed)
+    assert (out["v"][fair] == vis[fair]).mean() > 0.95
     assert res.report["visibility"] == "geometry + appearance"
+
+
+def test_occluded_points_the_tracker_follows_onto_the_occluder_are_hidden(tmp_path):
+    """A card slides across in front of the plane. Where it covers a point, a tracker typically
+    either loses the point or latches onto the card and calls it visible. The refined point (its
+    projection through the cameras) must be hidden in both cases: the card's appearance, not the
+    point's, is at the projection. (The rule before 2026-11 hid only the points the tracker lost.)"""
+    from engine.decode import open_footage
+
+    path, c2w, K, query, X, uv, vis = _plane_clip(tmp_path, occluder=True)
+    in_frame = (uv[..., 0] > 0) & (uv[..., 0] < 159) & (uv[..., 1] > 0) & (uv[..., 1] < 119)
+    N, T = vis.shape
+    covered = in_frame & ~vis
+    assert covered.sum() > 100
+    rng = np.random.default_rng(1)
+    xy = uv + rng.normal(0, 0.3, uv.shape)
+    v = vis.copy()
+    latch = rng.random(N) < 0.5          # these ride on the card while it covers them
+    for i in np.flatnonzero(covered.any(1)):
+        for t in np.flatnonzero(covered[i]):
+            if latch[i]:
+                xy[i, t] = xy[i, t - 1] + (CARD_SPEED, 0)
+                v[i, t] = True
+            else:
+                xy[i, t] += rng.normal(0, 4, 2)
+    Kt = np.repeat(K[None], T, 0)
+    out = refine_outputs(N, T)
+    res = refine_tracks(xy.astype(np.float32), v, v.astype(np.float32), query,
+                        np.repeat(X[:, None], T, 1).astype(np.float32), -np.ones(N, np.int32),
+                        np.zeros(N, np.float32), c2w, Kt, None, "general", 0.3, (160, 120), set(),
+                        out["xy"], out["v"], out["c"], out["x3"], out["g"], out["e"],
+                        footage=open_footage(path))
+    assert res.report["occlusion_rule"] == "parallax", res.report
+    rode = covered & latch[:, None]
+    lost = covered & ~latch[:, None]
+    assert rode.sum() > 50 and lost.sum() > 50
+    assert (~out["v"][rode]).mean() > 0.8, res.report
+    assert (~out["v"][lost]).mean() > 0.8, res.report
+    seen = vis & in_frame
+    assert out["v"][seen].mean() > 0.97, res.report          # few visible points hidden
+    assert np.all(out["c"][covered & ~out["v"]] <= 0.1 + 1e-6)
