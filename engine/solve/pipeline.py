@@ -17,7 +17,7 @@ from .incremental import SolveFailure, solve_general
 from .models import estimate_noise, focal_from_fundamentals, gric_pair
 from .rotation import SPHERE_RADIUS, solve_rotation
 from .segment import frame_pairs, multibody_labels, rigid_bodies, static_belief
-from .grow import solved_view, static_segments
+from .grow import anchor_frames, solved_view, static_segments
 from .select import select_keyframes, select_tracks
 from ..progress import stage_of
 
@@ -202,9 +202,15 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
             base_median = result["median"]
             used = vis & static[:, None]        # observations the current solution rests on
             first = used.copy()
+            # tracks outside the segmentation's static set join only with a run near their
+            # most confident (query) frame: movers' chance static fits lie elsewhere (grow.py)
+            anchor = anchor_frames(None if confidence is None else _gather(confidence, ids), vis)
+            if anchor is not None:
+                anchor[static] = False
             for grow_round in range(max(1, GROW_ROUNDS)):
                 if GROW_ROUNDS > 0:
-                    seg = static_segments(xy, vis, result, cx, cy, max(1.0, 3 * sigma))
+                    seg = static_segments(xy, vis, result, cx, cy, max(1.0, 3 * sigma),
+                                          anchor=anchor)
                     grown = seg.any(1)
                     vis_g = np.where(grown[:, None], seg, used)
                     # frames the segments barely cover (late frames of a clip whose tracks were

@@ -90,3 +90,63 @@ def test_focal_from_drifting_tracks():
     # the drifting (near) tracks joined the static set with their good part
     used = sol.sample_ids[sol.sample_static]
     assert (~clean[used]).sum() > 0.5 * clean[used].sum()
+
+
+def test_anchor_rejects_runs_away_from_the_query_frame():
+    """A point on a moving object can mimic a static one over a stretch of frames (benchmark
+    dynamic_0: objects moving about as fast as the camera, 7 % of the grown set). The tracker
+    is best at its query frame, so a static track's consistent run holds it; a run far from it
+    says nothing about being static unless it has much parallax. Here the box moves until frame
+    16 and then stands still for 8 frames (its points are queried at frame 0): without anchors
+    its still part joins the static set."""
+    from engine.solve.camera import project
+    from engine.solve.grow import anchor_frames
+
+    sc = make_scene("dynamic", T=24, n_points=600, W=320, H=240, seed=21, noise=0.2,
+                    outlier_frac=0.0)
+    vis = sc["visible"].copy()
+    N, T = vis.shape
+    rng = np.random.default_rng(5)
+    xy = np.nan_to_num(sc["tracks_2d"].astype(np.float64))
+    static = sc["group"] == -1
+    box = (sc["group"] == 0) & vis[:, :4].any(1) & (vis[:, 16:].sum(1) >= 6)
+    for t in range(16, T):          # the box stops: its points stay where they were at frame 16
+        uv, _ = project(sc["c2w"][t], sc["K"][t], sc["tracks_3d"][box, 16].astype(np.float64))
+        xy[box, t] = uv + rng.normal(0, 0.2, uv.shape)
+    # query frames: the box's first visible frame; a static track's a random visible frame,
+    # with tracker drift growing away from it (0.3 px/frame beyond 4 frames)
+    q = np.array([rng.choice(np.flatnonzero(v)) if v.any() else 0 for v in vis])
+    q[box] = np.argmax(vis[box], 1)
+    lag = np.maximum(np.abs(np.arange(T)[None] - q[:, None]) - 4, 0)
+    a = rng.uniform(0, 2 * np.pi, N)
+    drift = (lag * 0.3)[..., None] * np.stack([np.cos(a), np.sin(a)], 1)[:, None]
+    xy[static] += drift[static]
+    # the tracker's confidence: 1 at the query frame, lower elsewhere
+    conf = np.where(vis, 0.5, 0.0)
+    conf[np.arange(N), q] = 1.0
+    anchor = anchor_frames(conf, vis)
+    seen = vis.sum(1) >= 3
+    assert (anchor[seen].sum(1) == 1).all() and anchor[np.arange(N), q][seen].all()
+
+    old = consistent_segments(xy, vis, sc["K"], sc["c2w"], thresh=1.0)
+    new = consistent_segments(xy, vis, sc["K"], sc["c2w"], thresh=1.0, anchor=anchor)
+    assert box.sum() >= 30
+    assert old[box].any(1).mean() >= 0.8           # the still part fits one static point
+    assert new[box].any(1).mean() <= 0.05
+    long_static = static & (vis.sum(1) >= 12)
+    # static tracks keep their run (it holds the query frame, where the tracker is best)
+    assert new[long_static].any(1).mean() >= 0.95 * old[long_static].any(1).mean()
+    assert new[long_static].any(1).mean() >= 0.9
+
+
+def test_anchor_frames_flat_confidence_restricts_nothing():
+    from engine.solve.grow import anchor_frames
+
+    vis = np.ones((3, 10), bool)
+    vis[2, 5:] = False
+    conf = np.full((3, 10), 0.8)
+    conf[1, 4] = 1.0
+    anchor = anchor_frames(conf, vis)
+    assert not anchor[0].any() and not anchor[2].any()      # flat: no anchor
+    assert anchor[1].tolist() == [t == 4 for t in range(10)]
+    assert anchor_frames(None, vis) is None
