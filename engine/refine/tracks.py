@@ -27,7 +27,8 @@ query-frame appearance does not match at the projected pixel (ONNX descriptor co
 threshold learnt per clip from observations where tracker and geometry agree: its 90th
 percentile where the tracker lost the point too, its 97th where the tracker still follows
 something there, often the occluder). Those two stricter thresholds apply to shots with
-parallax and a fixed focal only: a tripod shot hides nothing behind static surfaces and a zoom
+parallax (camera path >= 5 % of the scene depth) and a fixed focal only: a shot without
+parallax hides nothing behind static surfaces and a zoom
 changes every point's appearance scale (measured: there they hid mostly visible points); the
 others keep the 99th percentile, tracker-hidden points only. Without footage only the geometry
 is used (in-frame test plus the tracker's agreement). Confidence follows the evidence.
@@ -219,7 +220,8 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
         report["agreeing_observations"] = int(ag_obs)
         if footage is not None and ref_all.any():
             f = K[:, 0, 0]
-            strict = mode == "general" and float(f.max() / f.min()) <= ZOOM_RATIO
+            strict = mode == "general" and float(f.max() / f.min()) <= ZOOM_RATIO \
+                and _baseline_ratio(c2w, out_tracks_3d, kind) >= MIN_BASELINE_RATIO
             report.update(_appearance_visibility(footage, query, out_tracks_2d, out_visible,
                                                  out_confidence, visible, agree, ref_all, T,
                                                  kernels, stage, progress, budget, work_dir,
@@ -261,6 +263,22 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     report["n_tracker_kept"] = int((kind == 0).sum())
     report["seconds"] = round(time.monotonic() - t_start, 3)
     return RefineResult(refined=kind > 0, kind=kind, clean_visible=clean, report=report)
+
+
+def _baseline_ratio(c2w: np.ndarray, tracks_3d, kind: np.ndarray, sample: int = 2000) -> float:
+    """Extent of the camera path (world units) over the median distance of the static-fit
+    points from the mean camera centre: how much parallax the shot has (0 for a tripod)."""
+    C = c2w[:, :3, 3]
+    ids = np.flatnonzero(kind == 1)
+    if len(ids) == 0:
+        return 0.0
+    ids = ids[np.linspace(0, len(ids) - 1, min(sample, len(ids))).astype(int)]
+    X = np.asarray(tracks_3d[ids, 0], np.float64)
+    X = X[np.isfinite(X).all(1)]
+    if len(X) == 0:
+        return 0.0
+    depth = float(np.median(np.linalg.norm(X - C.mean(0), axis=1)))
+    return float(np.linalg.norm(C.max(0) - C.min(0))) / max(depth, 1e-12)
 
 
 def _appearance_visibility(footage, query, out_tracks_2d, out_visible, out_confidence,
@@ -330,6 +348,9 @@ OCCLUDED_PCT_TRACKER_HIDDEN = 90.0
 OCCLUDED_PCT_TRACKER_VISIBLE = 97.0
 OCCLUDED_PCT = 99.0
 ZOOM_RATIO = 1.05       # focal max / min over the clip above this: a zoom
+#: camera path extent / median static depth below this: (nearly) no parallax -- a tripod shot
+#: the solve placed in general mode (benchmark tripod_2: 0.006; every moving-camera clip >= 0.16)
+MIN_BASELINE_RATIO = 0.05
 SWEEP_MIN_GOOD = 0.6        # fraction of in-frame frames whose appearance must match
 SWEEP_GOOD_PERCENTILE = 90  # "matches": cost below this percentile of agreeing observations' costs
 SWEEP_COST_WEIGHT = 0.5     # score = matching frames - weight * mean truncated cost / threshold

@@ -327,3 +327,22 @@ def test_occluded_points_the_tracker_follows_onto_the_occluder_are_hidden(tmp_pa
     seen = vis & in_frame
     assert out["v"][seen].mean() > 0.97, res.report          # few visible points hidden
     assert np.all(out["c"][covered & ~out["v"]] <= 0.1 + 1e-6)
+
+
+def test_baseline_ratio_tells_a_nodal_shot_from_one_with_parallax():
+    """The stricter occlusion rule needs parallax: the ratio of the camera path's extent to the
+    scene depth is ~0 for a pan from one spot (even solved in general mode) and large for a dolly."""
+    from engine.refine.tracks import MIN_BASELINE_RATIO, _baseline_ratio
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (500, 3)) + (0, 0, 10)            # points ~10 units away
+    T = 20
+    kind = np.ones(500, np.int8)
+    x3 = np.repeat(X[:, None], T, 1)
+    pan = np.repeat(np.eye(4)[None], T, 0)
+    pan[:, :3, 3] = rng.normal(0, 0.005, (T, 3))            # nodal wobble of a tripod head
+    dolly = np.repeat(np.eye(4)[None], T, 0)
+    dolly[:, 0, 3] = np.linspace(0, 2.0, T)                  # 2 units sideways
+    assert _baseline_ratio(pan, x3, kind) < 0.2 * MIN_BASELINE_RATIO
+    assert _baseline_ratio(dolly, x3, kind) > 2 * MIN_BASELINE_RATIO
+    assert _baseline_ratio(dolly, x3, np.zeros(500, np.int8)) == 0.0   # no static fits: no claim
