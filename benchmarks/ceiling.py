@@ -1,0 +1,137 @@
+"""What limits the camera and the 3D tracks: the solve, or the 2D tracks it is given?
+
+``python -m benchmarks.ceiling --clips static_0,dynamic_0 --sigma 0.25`` takes cached benchmark
+clips (``bench_cache/full/<clip>``, rendered by ``benchmarks.run``) and solves each one twice
+with ``engine solve`` (the same command the harness runs, with the clip's footage):
+
+* on **Worldtrack's own tracks** (``bench_cache/results/full/<clip>/worldtrack_track.npz``,
+  recorded by the harness), and
+* on the **true 2D tracks and visibility with Gaussian noise of ``--sigma`` px** on every
+  coordinate (same queries), i.e. a tracker that is exactly as good as the noise.
+
+Both are scored the harness's way (:func:`benchmarks.run.score_synthetic`): focal error, ATE,
+static and dynamic APD, 2D AJ. It also reports the **triangulation ceiling**: the same noisy true
+tracks triangulated with the TRUE cameras (linear least squares per static point), APD per
+threshold, which no solve can beat at that noise level. Results: markdown table on stdout and
+``<out>/ceiling.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics as M
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def noisy_truth(gt, template, sigma: float, seed: int = 1):
+    """``template`` (the recorded track file, for its metadata) with the true 2D tracks plus
+    N(0, sigma) px noise and the true visibility."""
+    if not np.allclose(np.asarray(template.query), np.asarray(gt.query)):
+        raise ValueError("recorded tracks and ground truth have different queries")
+    rng = np.random.default_rng(seed)
+    xy = np.asarray(gt.tracks_2d, np.float64) + rng.normal(0, sigma, gt.tracks_2d.shape)
+    vis = np.asarray(gt.visible, bool)
+    return dataclasses.replace(template, tracks_2d=xy.astype(np.float32), visible=vis,
+                               confidence=vis.astype(np.float32))
+
+
+def triangulation_apd(gt, sigma: float, seed: int = 1) -> list[float]:
+    """Per-threshold APD of static points triangulated from noisy true tracks with the true
+    cameras (DLT over every visible frame), scored like :func:`metrics.world_track_metrics`."""
+    rng = np.random.default_rng(seed)
+    obs = np.asarray(gt.tracks_2d, np.float64) + rng.normal(0, sigma, gt.tracks_2d.shape)
+    vis = np.asarray(gt.visible, bool)
+    c2w, K = np.asarray(gt.cam_to_world, np.float64), np.asarray(gt.K, np.float64)
+    P = np.einsum("tij,tjk->tik", K, np.linalg.inv(c2w)[:, :3, :])          # (T, 3, 4)
+    static = np.asarray(gt.group) < 0
+    X = np.full((len(obs), 3), np.nan)
+    for i in np.flatnonzero(static & (vis.sum(1) >= 2)):
+        t = np.flatnonzero(vis[i])
+        A = np.concatenate([obs[i, t, :1] * P[t, 2] - P[t, 0], obs[i, t, 1:] * P[t, 2] - P[t, 1]])
+        h = np.linalg.svd(A)[2][-1]
+        X[i] = h[:3] / h[3]
+    g3 = np.asarray(gt.tracks_3d, np.float64)
+    err = np.linalg.norm(X[:, None, :] - g3, axis=-1)
+    err = np.where(np.isfinite(err), err, np.inf)
+    _, z = M.project(g3, c2w, K)
+    unit = z / np.sqrt(K[:, 0, 0] * K[:, 1, 1])[None, :]
+    m = M.tapvid_eval_mask(np.asarray(gt.query)[:, 0], g3.shape[1], "first") & vis & (z > 0) \
+        & static[:, None]
+    return [float(np.mean(err[m] < d * unit[m])) for d in M.PIXEL_THRESHOLDS]
+
+
+def solve_and_score(track_path: Path, out_path: Path, frames: Path, gt) -> dict[str, float]:
+    from engine.trackfile import load_trackfile
+
+    from .run import score_synthetic
+
+    r = subprocess.run([sys.executable, "-m", "engine", "solve", str(track_path), "--out",
+                        str(out_path), "--clip", str(frames)], cwd=ROOT, capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
+    s = score_synthetic(gt, load_trackfile(out_path), "worldtrack")
+    return {k: s[k] for k in ("cam.focal_err_median", "cam.ate_pct", "3d.apd3d_static",
+                              "3d.apd3d_dynamic", "2d.average_jaccard")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.ceiling", description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", default="static_0,dynamic_0")
+    ap.add_argument("--sigma", type=float, default=0.25, help="noise on the true tracks, px")
+    ap.add_argument("--cache", default="bench_cache")
+    ap.add_argument("--out", default="bench_out/ceiling")
+    a = ap.parse_args(argv)
+    from engine.trackfile import load_trackfile, save_trackfile
+
+    cache = Path(a.cache).resolve()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for clip in [c.strip() for c in a.clips.split(",") if c.strip()]:
+        gt_path = cache / "full" / clip / "gt.npz"
+        rec = cache / "results" / "full" / clip / "worldtrack_track.npz"
+        if not gt_path.is_file() or not rec.is_file():
+            print(f"error: {clip}: run `python -m benchmarks.run --suite full` first "
+                  f"(needs {gt_path} and {rec})", file=sys.stderr)
+            return 2
+        gt = load_trackfile(gt_path)
+        frames = cache / "full" / clip / "frames"
+        with tempfile.TemporaryDirectory() as tmp:
+            noisy = Path(tmp) / "truth_tracks.npz"
+            save_trackfile(noisy, noisy_truth(gt, load_trackfile(rec, mmap=False), a.sigma))
+            rows[clip] = {
+                "worldtrack_tracks": solve_and_score(rec, Path(tmp) / "a.npz", frames, gt),
+                "true_tracks_noisy": solve_and_score(noisy, Path(tmp) / "b.npz", frames, gt),
+                "triangulation_apd_static_per_threshold": triangulation_apd(gt, a.sigma),
+            }
+        print(f"{clip}: done", file=sys.stderr)
+    (out / "ceiling.json").write_text(json.dumps({"sigma_px": a.sigma, "clips": rows}, indent=1))
+    print(f"| clip | tracks | focal err % | ATE % path | APD static | AJ |\n|---|---|---|---|---|---|")
+    for clip, r in rows.items():
+        for name, key in (("Worldtrack's", "worldtrack_tracks"),
+                          (f"true + {a.sigma} px noise", "true_tracks_noisy")):
+            s = r[key]
+            if "error" in s:
+                print(f"| {clip} | {name} | solve failed: {s['error']} | | | |")
+                continue
+            print(f"| {clip} | {name} | {100 * s['cam.focal_err_median']:.2f} | "
+                  f"{s['cam.ate_pct']:.3f} | {s['3d.apd3d_static']:.3f} | "
+                  f"{s['2d.average_jaccard']:.3f} |")
+        tri = r["triangulation_apd_static_per_threshold"]
+        print(f"| {clip} | true cameras, triangulated | – | – | {np.mean(tri):.3f} "
+              f"(δ=1: {tri[0]:.3f}) | – |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

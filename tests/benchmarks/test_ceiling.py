@@ -1,0 +1,52 @@
+"""benchmarks.ceiling: the true-camera triangulation ceiling and the noisy-truth track file."""
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from solve_synth import make_scene  # noqa: E402
+
+from benchmarks.ceiling import noisy_truth, triangulation_apd  # noqa: E402
+from engine.trackfile import TrackData, make_metadata  # noqa: E402
+
+
+def _truth(sc) -> TrackData:
+    """The scene's exact tracks as a ground-truth track file (as the generator writes one)."""
+    N, T = sc["visible"].shape
+    xy = sc["true_2d"].astype(np.float32)
+    first = np.argmax(sc["visible"], axis=1)
+    q = np.stack([first, xy[np.arange(N), first, 0], xy[np.arange(N), first, 1]], 1)
+    return TrackData(query=q.astype(np.float32), tracks_2d=xy, visible=sc["visible"].copy(),
+                     confidence=sc["visible"].astype(np.float32),
+                     tracks_3d=sc["tracks_3d"].astype(np.float32),
+                     cam_to_world=sc["c2w"].astype(np.float32), K=sc["K"].astype(np.float32),
+                     group=sc["group"].astype(np.int32),
+                     metadata=make_metadata((sc["W"], sc["H"]), (0, T - 1), 24.0))
+
+
+def test_triangulation_ceiling_is_exact_without_noise_and_falls_with_it():
+    sc = make_scene("orbit", T=16, n_points=300, W=320, H=240, seed=2, outlier_frac=0.0)
+    gt = _truth(sc)
+    exact = triangulation_apd(gt, 0.0)
+    assert min(exact) > 0.999
+    noisy = triangulation_apd(gt, 2.0)
+    assert noisy[0] < 0.9 and all(a <= b + 1e-12 for a, b in zip(noisy, noisy[1:]))
+
+
+def test_noisy_truth_keeps_queries_and_visibility():
+    sc = make_scene("orbit", T=12, n_points=200, W=320, H=240, seed=4, outlier_frac=0.0)
+    gt = _truth(sc)
+    tpl = _truth(sc)
+    tpl.tracks_2d = np.zeros_like(tpl.tracks_2d)       # the recorded tracker output, replaced
+    out = noisy_truth(gt, tpl, 0.5)
+    assert np.array_equal(out.visible, gt.visible)
+    d = (out.tracks_2d - gt.tracks_2d)[gt.visible]
+    assert 0.45 < d.std() < 0.55
+    tpl.query = tpl.query + 1
+    try:
+        noisy_truth(gt, tpl, 0.5)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("different queries must be refused")
