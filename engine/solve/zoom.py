@@ -132,6 +132,22 @@ def solve_zoom(xs: np.ndarray, vs: np.ndarray, image_size: tuple[int, int], cx: 
         raise SolveFailure("no starting focal gave a zoom reconstruction")
     t0 = time.monotonic()
     r = _grow_to_clip(best, sub, kfs, xs, vs, guess, cx, cy, sigma, n_dist, progress)
+    # no free start reached the noise floor: try a keyframe reconstruction with the focals
+    # pinned to the image-scale profile (cannot slide into the weak-perspective valley), freed
+    # only in the whole-clip refinement; keep the lower whole-clip median
+    if best["median"] >= 0.95 * floor:
+        try:
+            rp = solve_general(xk, vk, image_size, cx, cy, float(np.median(gk)), False, True, 0,
+                               list(range(len(kfs))), sigma=sigma, focals_fixed=gk.copy(),
+                               tight=False)
+            if rp["registered"].sum() >= best["registered"].sum():
+                gp = _grow_to_clip(rp, sub, kfs, xs, vs, guess, cx, cy, sigma, n_dist, progress)
+                report["zoom_pinned_start"] = [round(r["median"], 4), round(gp["median"], 4)]
+                if gp["registered"].sum() >= r["registered"].sum() and \
+                        gp["median"] < r["median"]:
+                    r = gp
+        except SolveFailure:
+            pass
     report["timings_zoom"]["full"] = round(time.monotonic() - t0, 3)
     return r
 
