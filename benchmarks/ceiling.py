@@ -12,8 +12,10 @@ with ``engine solve`` (the same command the harness runs, with the clip's footag
 Both are scored the harness's way (:func:`benchmarks.run.score_synthetic`): focal error, ATE,
 static and dynamic APD, 2D AJ. It also reports the **triangulation ceiling**: the same noisy true
 tracks triangulated with the TRUE cameras (linear least squares per static point), APD per
-threshold, which no solve can beat at that noise level. Results: markdown table on stdout and
-``<out>/ceiling.json``.
+threshold, which no solve can beat at that noise level. And the **parallax slope** of
+Worldtrack's raw tracks (:func:`parallax_slope`): how much of the true frame-to-frame parallax
+its tracks keep (1 = all; below 1 the perspective reads weaker, i.e. as a longer focal).
+Results: markdown table on stdout and ``<out>/ceiling.json``.
 """
 from __future__ import annotations
 
@@ -69,6 +71,52 @@ def triangulation_apd(gt, sigma: float, seed: int = 1) -> list[float]:
     return [float(np.mean(err[m] < d * unit[m])) for d in M.PIXEL_THRESHOLDS]
 
 
+def parallax_slope(gt, pred, gaps: tuple[int, ...] = (2, 4, 8), max_err_px: float = 2.0
+                   ) -> dict[int, float]:
+    """Per frame gap g: least-squares slope of the predicted parallax on the true parallax of
+    static points between frames t and t + g.
+
+    Parallax = what is left of a point's motion after the homography that best maps the TRUE
+    positions of frame t onto those of frame t + g (fitted on all static points visible in both).
+    The same homography is applied to the predicted positions, so a tracker that smooths its
+    tracks towards the dominant (planar) motion gets a slope below 1. Only point pairs within
+    ``max_err_px`` of the truth at both frames count (drift and outliers are another matter).
+    Pixel coordinates of the track file; NaN for a gap without enough pairs.
+    """
+    import cv2
+
+    gxy = np.asarray(gt.tracks_2d, np.float64)
+    pxy = np.asarray(pred.tracks_2d, np.float64)
+    vis = np.asarray(gt.visible, bool) & np.asarray(pred.visible, bool) \
+        & (np.asarray(gt.group) < 0)[:, None]
+    ok = vis & (np.linalg.norm(pxy - gxy, axis=-1) < max_err_px)
+    T = gxy.shape[1]
+    out: dict[int, float] = {}
+    for g in gaps:
+        num = den = 0.0
+        for t in range(T - g):
+            both = np.asarray(gt.visible, bool)[:, t] & np.asarray(gt.visible, bool)[:, t + g] \
+                & (np.asarray(gt.group) < 0)
+            if both.sum() < 8:
+                continue
+            Hm, _ = cv2.findHomography(gxy[both, t], gxy[both, t + g], 0)
+            if Hm is None:
+                continue
+            m = ok[:, t] & ok[:, t + g]
+            if m.sum() < 8:
+                continue
+
+            def resid(xy: np.ndarray) -> np.ndarray:
+                w = cv2.perspectiveTransform(xy[m, t][None], Hm)[0]
+                return xy[m, t + g] - w
+
+            rg, rp = resid(gxy), resid(pxy)
+            num += float((rp * rg).sum())
+            den += float((rg * rg).sum())
+        out[g] = num / den if den > 0 else float("nan")
+    return out
+
+
 def solve_and_score(track_path: Path, out_path: Path, frames: Path, gt) -> dict[str, float]:
     from engine.trackfile import load_trackfile
 
@@ -90,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sigma", type=float, default=0.25, help="noise on the true tracks, px")
     ap.add_argument("--cache", default="bench_cache")
     ap.add_argument("--out", default="bench_out/ceiling")
+    ap.add_argument("--gaps", default="1,2,4,8,16", help="frame gaps of the parallax slope")
+    ap.add_argument("--slope-only", action="store_true",
+                    help="only the parallax slope (no solves: seconds)")
     a = ap.parse_args(argv)
     from engine.trackfile import load_trackfile, save_trackfile
 
@@ -106,20 +157,34 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         gt = load_trackfile(gt_path)
         frames = cache / "full" / clip / "frames"
+        gaps = tuple(int(g) for g in a.gaps.split(","))
+        rows[clip] = {"parallax_slope": {str(k): v for k, v in
+                                         parallax_slope(gt, load_trackfile(rec), gaps).items()}}
+        if a.slope_only:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             noisy = Path(tmp) / "truth_tracks.npz"
             save_trackfile(noisy, noisy_truth(gt, load_trackfile(rec, mmap=False), a.sigma))
-            rows[clip] = {
+            rows[clip].update({
                 "worldtrack_tracks": solve_and_score(rec, Path(tmp) / "a.npz", frames, gt),
                 "true_tracks_noisy": solve_and_score(noisy, Path(tmp) / "b.npz", frames, gt),
                 "triangulation_apd_static_per_threshold": triangulation_apd(gt, a.sigma),
-            }
+            })
         print(f"{clip}: done", file=sys.stderr)
     (out / "ceiling.json").write_text(json.dumps({"sigma_px": a.sigma, "clips": rows}, indent=1))
+    if not a.slope_only:
+        _print_solves(rows, a.sigma)
+    print("\nParallax slope of Worldtrack's raw tracks (1 = keeps the true parallax):\n")
+    for clip, r in rows.items():
+        print(f"- {clip}: " + ", ".join(f"gap {k}: {v:.3f}" for k, v in r["parallax_slope"].items()))
+    return 0
+
+
+def _print_solves(rows: dict, sigma: float) -> None:
     print(f"| clip | tracks | focal err % | ATE % path | APD static | AJ |\n|---|---|---|---|---|---|")
     for clip, r in rows.items():
         for name, key in (("Worldtrack's", "worldtrack_tracks"),
-                          (f"true + {a.sigma} px noise", "true_tracks_noisy")):
+                          (f"true + {sigma} px noise", "true_tracks_noisy")):
             s = r[key]
             if "error" in s:
                 print(f"| {clip} | {name} | solve failed: {s['error']} | | | |")
@@ -130,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
         tri = r["triangulation_apd_static_per_threshold"]
         print(f"| {clip} | true cameras, triangulated | – | – | {np.mean(tri):.3f} "
               f"(δ=1: {tri[0]:.3f}) | – |")
-    return 0
 
 
 if __name__ == "__main__":

@@ -50,3 +50,29 @@ def test_noisy_truth_keeps_queries_and_visibility():
         pass
     else:
         raise AssertionError("different queries must be refused")
+
+
+def test_parallax_slope_sees_smoothed_parallax():
+    """A tracker that keeps 90 % of each point's parallax (the rest follows the dominant plane
+    motion) gets slope 0.9 at every gap; the truth itself gets 1."""
+    import cv2
+
+    from benchmarks.ceiling import parallax_slope
+
+    sc = make_scene("orbit", T=12, n_points=300, W=320, H=240, seed=5, outlier_frac=0.0)
+    gt = _truth(sc)
+    xy = np.asarray(gt.tracks_2d, np.float64)
+    first = np.argmax(gt.visible, axis=1)
+    smooth = xy.copy()
+    for i in range(len(xy)):          # shrink each track's parallax relative to its first frame
+        t0 = first[i]
+        for t in range(t0 + 1, xy.shape[1]):
+            both = gt.visible[:, t0] & gt.visible[:, t]
+            Hm, _ = cv2.findHomography(xy[both, t0], xy[both, t], 0)
+            w = cv2.perspectiveTransform(xy[i:i + 1, t0][None], Hm)[0, 0]
+            smooth[i, t] = w + 0.9 * (xy[i, t] - w)
+    assert all(abs(v - 1) < 1e-6 for v in parallax_slope(gt, gt, gaps=(2, 4)).values())
+    pred = _truth(sc)
+    pred.tracks_2d = smooth.astype(np.float32)
+    s = parallax_slope(gt, pred, gaps=(1,))
+    assert 0.85 < s[1] < 0.95, s
