@@ -28,9 +28,9 @@ threshold learnt per clip from observations where tracker and geometry agree: it
 percentile where the tracker lost the point too, its 97th where the tracker still follows
 something there, often the occluder). Those two stricter thresholds apply to shots with
 parallax (camera path >= 5 % of the scene depth) and a fixed focal only: a shot without
-parallax hides nothing behind static surfaces and a zoom
-changes every point's appearance scale (measured: there they hid mostly visible points); the
-others keep the 99th percentile, tracker-hidden points only. Without footage only the geometry
+parallax hides nothing behind static surfaces and a zoom changes every point's appearance
+scale (measured: there they hid mostly visible points); the others keep the 99th percentile,
+tracker-hidden points only. Without footage only the geometry
 is used (in-frame test plus the tracker's agreement). Confidence follows the evidence.
 
 A plain z-buffer test (any solved point much closer to the camera projecting onto the same place)

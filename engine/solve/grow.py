@@ -30,9 +30,9 @@ frames of one needs ``away_min_angle`` degrees of parallax (a mover's rays do no
 wide baseline). Choosing instead the run that contains the anchor cut static tracks to short,
 parallax-poor runs (focal 5.2 % on dynamic_0).
 
-Opt-in (``anchor=None`` keeps the behaviour above); the solve does not pass anchors yet. Wired
-into the first grow (anchors from the sample's confidence, none for the segmentation's static
-tracks), it took the benchmark focal error of dynamic_0 / deform_0 from 3.0 / 4.1 % to
+``anchor=None`` keeps the behaviour above. The solve (:mod:`.pipeline`) passes anchors from the
+sample's confidence (none for the segmentation's static tracks) when the rigid-body clustering
+found the background (not after the per-pair vote of a forward-motion shot). There it took the benchmark focal error of dynamic_0 / deform_0 from 3.0 / 4.1 % to
 1.8 / 2.4 % and deform_2 from 0.25 to 0.00 %, left static_0/1/2, dynamic_1, deform_1, zoom_0
 within 0.05 point, but dynamic_2 went from 0.81 to 1.23 % (its kept solution is the refine
 loop's re-solve, which starts from the changed first solution; on the same input the rule
