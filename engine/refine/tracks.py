@@ -230,7 +230,10 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             thr = report.get("appearance_threshold")
             if thr is not None and dist is None:
                 sweep_ids, prior, doubted = np.flatnonzero(kind == 0), None, np.zeros(0, int)
-                if mode != "tripod":
+                plain = None
+                if mode == "tripod" and len(sweep_ids):
+                    plain = _plain_queries(footage, query, sweep_ids, T, progress)
+                else:
                     sweep_ids, prior, doubted = _surface_gate(
                         footage, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac,
                         progress.check if progress is not None else None)
@@ -238,7 +241,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                     footage, sweep_ids, query, c2w, K, (near, far), mode, radius,
                     thr, report.pop("_good_threshold"), W, H, out_tracks_2d, out_visible,
                     out_confidence, out_tracks_3d, out_group, out_reproj, kind, kernels,
-                    progress, budget, prior=prior))
+                    progress, budget, prior=prior, plain=plain))
                 # doubted static fits the sweep did not place keep their fit (already written)
                 kind[doubted[kind[doubted] != 3]] = 1
                 report["n_static_fit_doubted"] = int(len(doubted))
@@ -366,6 +369,9 @@ SWEEP_MIN_GOOD_TRIPOD = 0.3
 # 0.571 -> 0.618 (with the doubted fits below), other kinds of the full suite up to +0.065.
 PRIOR_WEIGHT = 1.0
 PRIOR_SIGMA = 0.2           # log-depth units
+#: confidence of a plain (textureless) query pixel placed on its ray in a tripod shot: no
+#: appearance evidence, but the rotation-only geometry fixes its track whatever its depth
+PLAIN_TRIPOD_CONFIDENCE = 0.4
 ANCHOR_MIN_TEXTURE = 0.03   # grey-level std (0..1, 7x7 box) for a static-fit track to be an anchor
 PRIOR_RADIUS_FRAC = 0.3     # neighbourhood radius: this fraction of the image diagonal
 PRIOR_NEIGHBOURS = 32
@@ -378,12 +384,19 @@ DOUBT_MIN_LOG_DEPTH = 0.2
 
 def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, thr_occ, thr_good,
                       W, H, out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
-                      out_reproj, kind, kernels, progress, budget=None, prior=None) -> dict:
+                      out_reproj, kind, kernels, progress, budget=None, prior=None,
+                      plain=None) -> dict:
     """Tracks the tracker lost (no static fit from its 2D): choose the depth on the query ray
     whose projections match the query appearance in most frames (a per-point plane sweep over
     the footage), with a prior towards the local surface of the textured static-fit tracks
     around the query pixel (``prior`` (len(ids),) depth along each query ray, NaN / None: no
-    prior; :func:`_surface_gate`). Accepted tracks become static (kind 3) and follow that point."""
+    prior; :func:`_surface_gate`). Accepted tracks become static (kind 3) and follow that point.
+
+    ``plain`` (len(ids),) bool, tripod shots only: query pixels without texture. Their appearance
+    cannot confirm any position (on a plain surface the footage's noise is all there is to
+    match), and neither can the tracker's drifting observations; a tripod shot's static point is
+    its query ray whatever its depth, so they are placed static without appearance evidence,
+    visible wherever in frame, at a low confidence (``PLAIN_TRIPOD_CONFIDENCE``)."""
     from .appearance import sweep_costs
     from .static import _project_many, ray_candidates
 
@@ -391,7 +404,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         return {"n_static_by_appearance": 0}
     T = len(c2w)
     check = progress.check if progress is not None else None
-    n_acc = n_amb = 0
+    n_acc = n_amb = n_plain = 0
     n_prior = int(np.isfinite(prior).sum()) if prior is not None else 0
     step = _limited_rows(int(max(16, 4e6 // (48 * T))), T, budget, CHUNK_BYTES_PER_TRACK_FRAME)
     for s in range(0, len(ids), step):
@@ -453,6 +466,12 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         # track on the measured clips, but flagged by a halved confidence
         conf = np.where(unique[:, None], conf, 0.5 * conf)
         n_amb += int((ok & ~unique).sum())
+        if plain is not None and mode == "tripod":
+            pl = plain[s:s + step] & ~ok
+            vis[pl] = inframe[pl]
+            conf[pl] = np.where(inframe[pl], PLAIN_TRIPOD_CONFIDENCE, 0.0)
+            ok = ok | pl
+            n_plain += int(pl.sum())
         acc = sub[ok]
         if len(acc) == 0:
             continue
@@ -471,7 +490,17 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         if budget is not None:
             budget.release(out_tracks_2d, out_visible, out_confidence, out_tracks_3d)
     return {"n_static_by_appearance": int(n_acc), "n_ambiguous_depth": n_amb,
+            "n_plain_tripod": n_plain,
             "n_surface_prior": n_prior, "sweep_good_threshold": round(thr_good, 4)}
+
+
+def _plain_queries(footage, query, ids: np.ndarray, T: int, progress) -> np.ndarray:
+    """(len(ids),) bool: query pixel contrast at most ``ANCHOR_MIN_TEXTURE`` (a plain surface)."""
+    from .appearance import query_texture
+
+    tex = query_texture(footage, np.asarray(query[ids], np.float32), T,
+                        check_cancel=progress.check if progress is not None else None)
+    return ~(tex > ANCHOR_MIN_TEXTURE)
 
 
 def _surface_gate(footage, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac,

@@ -346,3 +346,80 @@ def test_baseline_ratio_tells_a_nodal_shot_from_one_with_parallax():
     assert _baseline_ratio(pan, x3, kind) < 0.2 * MIN_BASELINE_RATIO
     assert _baseline_ratio(dolly, x3, kind) > 2 * MIN_BASELINE_RATIO
     assert _baseline_ratio(dolly, x3, np.zeros(500, np.int8)) == 0.0   # no static fits: no claim
+
+
+def _pan_clip(tmp_path, T=12, W=160, H=120, seed=0):
+    """A nodal pan across a distant textured wall with a PLAIN rectangle in it (its only
+    'texture' is the per-frame sensor noise every frame gets, as on a rendered or filmed plain
+    wall). Returns (frame pattern, c2w, K, query (grid of frame 0), X, true uv, visible, plain)."""
+    import cv2
+    from track_synth import texture
+
+    tex = texture(600, 600, seed)
+    tex[240:360, 220:330] = 128                      # the plain patch (texture px)
+    rng = np.random.default_rng(seed)
+    s, Z = 0.05, 20.0                                 # world units per texture px, wall distance
+    A = np.array([[s, 0, -300 * s], [0, s, -300 * s], [0, 0, Z]])
+    f = 1.1 * W
+    K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]])
+    c2w = np.repeat(np.eye(4)[None], T, 0)
+    for t, a in enumerate(np.radians(np.linspace(0, 8, T))):
+        c, sn = np.cos(a), np.sin(a)
+        c2w[t, :3, :3] = [[c, 0, sn], [0, 1, 0], [-sn, 0, c]]      # yaw about the camera centre
+    folder = tmp_path / "pan"
+    folder.mkdir()
+    for t in range(T):
+        Hm = K @ c2w[t, :3, :3].T @ A
+        img = cv2.warpPerspective(tex, Hm, (W, H), flags=cv2.INTER_LINEAR).astype(np.float32)
+        img += rng.normal(0, 5.0, img.shape[:2])[..., None]        # sensor noise, per frame
+        cv2.imwrite(str(folder / f"frame_{t:04d}.png"),
+                    cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR))
+    ys, xs = np.mgrid[6:H - 6:6, 6:W - 6:6]
+    q2 = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float64)
+    d = np.c_[(q2 - K[:2, 2]) / f, np.ones(len(q2))] @ c2w[0, :3, :3].T
+    X = d * (Z / d[:, 2])[:, None]
+    cam = np.stack([X @ c2w[t, :3, :3] for t in range(T)], 1)
+    uv = cam[..., :2] / cam[..., 2:3] * f + K[:2, 2]
+    vis = (uv[..., 0] > 0) & (uv[..., 0] < W - 1) & (uv[..., 1] > 0) & (uv[..., 1] < H - 1)
+    tu = (X[:, 0] / s + 300, X[:, 1] / s + 300)       # texture px of each query's wall point
+    plain = (tu[0] > 226) & (tu[0] < 324) & (tu[1] > 246) & (tu[1] < 354)
+    query = np.c_[np.zeros(len(q2)), q2].astype(np.float32)
+    return str(folder / "frame_%04d.png"), c2w, K, query, X, uv, vis, plain
+
+
+def test_tripod_places_plain_points_the_tracker_lost_on_their_rays(tmp_path):
+    """Nodal pan: a query pixel on a plain surface has no appearance to confirm any position and
+    the tracker drifts off it, but a tripod shot's static point is its query ray whatever its
+    depth. Such points are placed on the ray (static, visible where in frame, low confidence)."""
+    from engine.decode import open_footage
+
+    path, c2w, K, query, X, uv, vis, plain = _pan_clip(tmp_path)
+    N, T = vis.shape
+    assert 0.1 * N < plain.sum() < 0.5 * N
+    rng = np.random.default_rng(1)
+    xy = uv + rng.normal(0, 0.3, uv.shape)
+    xy[plain, 1:] += np.cumsum(rng.normal(0, 4, (int(plain.sum()), T - 1, 2)), axis=1)
+    v = vis.copy()
+    v[plain] = rng.random((int(plain.sum()), T)) < 0.5
+    v[:, 0] = True
+    xy[:, 0] = query[:, 1:]
+    X3 = np.repeat(X[:, None], T, 1).astype(np.float32)
+    X3[plain] = np.nan
+    out = refine_outputs(N, T)
+    res = refine_tracks(xy.astype(np.float32), v, v.astype(np.float32), query, X3,
+                        np.where(plain, 0, -1).astype(np.int32), np.zeros(N, np.float32), c2w,
+                        np.repeat(K[None], T, 0), None, "tripod", 0.3, (160, 120), set(),
+                        out["xy"], out["v"], out["c"], out["x3"], out["g"], out["e"],
+                        footage=open_footage(path))
+    # the appearance sweep alone cannot place them: the rule did
+    assert res.report["n_plain_tripod"] >= 0.7 * plain.sum(), res.report
+    assert (res.kind[plain] > 0).mean() > 0.9
+    e = np.linalg.norm(out["xy"] - uv, axis=-1)
+    assert np.percentile(e[plain][vis[plain]], 90) < 0.2 < 2.0 < np.median(
+        np.linalg.norm(xy - uv, axis=-1)[plain][vis[plain]])
+    assert (out["v"][plain] == vis[plain]).mean() > 0.95
+    assert (out["g"][plain][res.kind[plain] > 0] == -1).all()
+    # flagged by a low confidence (no appearance evidence), unlike the textured points
+    assert 0 < np.median(out["c"][plain][vis[plain]]) <= 0.5 < np.median(out["c"][~plain][vis[~plain]])
+    # textured points are untouched by the rule (fitted static, full confidence where agreeing)
+    assert (res.kind[~plain] == 1).mean() > 0.95
