@@ -19,6 +19,9 @@ track whose 3D is reliable:
   carries a prior towards the local surface of the textured static tracks around the query pixel
   (a robust plane, :mod:`.neighbours`); a static fit on a plain query pixel with few agreeing
   observations and a depth off that surface is doubted and placed by the sweep instead;
+- in a shot without parallax (tripod, or a camera path under 5 % of the scene depth) a lost track
+  on a plain query pixel, which neither its appearance nor the tracker can place, is put on its
+  query ray anyway (depth barely matters there), visible where in frame, at confidence 0.4;
 - everything else (non-rigid, unreliable, too few observations) keeps the tracker's 2D.
 
 Visibility of refined tracks: in frame (in front of the camera, inside the image) and not judged
@@ -220,8 +223,9 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
         report["agreeing_observations"] = int(ag_obs)
         if footage is not None and ref_all.any():
             f = K[:, 0, 0]
-            strict = mode == "general" and float(f.max() / f.min()) <= ZOOM_RATIO \
-                and _baseline_ratio(c2w, out_tracks_3d, kind) >= MIN_BASELINE_RATIO
+            parallax = mode == "general" and \
+                _baseline_ratio(c2w, out_tracks_3d, kind) >= MIN_BASELINE_RATIO
+            strict = parallax and float(f.max() / f.min()) <= ZOOM_RATIO
             report.update(_appearance_visibility(footage, query, out_tracks_2d, out_visible,
                                                  out_confidence, visible, agree, ref_all, T,
                                                  kernels, stage, progress, budget, work_dir,
@@ -230,13 +234,13 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             thr = report.get("appearance_threshold")
             if thr is not None and dist is None:
                 sweep_ids, prior, doubted = np.flatnonzero(kind == 0), None, np.zeros(0, int)
-                plain = None
-                if mode == "tripod" and len(sweep_ids):
-                    plain = _plain_queries(footage, query, sweep_ids, T, progress)
-                else:
+                if mode != "tripod":
                     sweep_ids, prior, doubted = _surface_gate(
                         footage, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac,
                         progress.check if progress is not None else None)
+                # without parallax a point's depth hardly moves its track: plain ones are placed
+                plain = _plain_queries(footage, query, sweep_ids, T, progress) \
+                    if not parallax and len(sweep_ids) else None
                 report.update(_appearance_sweep(
                     footage, sweep_ids, query, c2w, K, (near, far), mode, radius,
                     thr, report.pop("_good_threshold"), W, H, out_tracks_2d, out_visible,
@@ -369,9 +373,9 @@ SWEEP_MIN_GOOD_TRIPOD = 0.3
 # 0.571 -> 0.618 (with the doubted fits below), other kinds of the full suite up to +0.065.
 PRIOR_WEIGHT = 1.0
 PRIOR_SIGMA = 0.2           # log-depth units
-#: confidence of a plain (textureless) query pixel placed on its ray in a tripod shot: no
-#: appearance evidence, but the rotation-only geometry fixes its track whatever its depth
-PLAIN_TRIPOD_CONFIDENCE = 0.4
+#: confidence of a plain (textureless) query pixel placed on its ray in a shot without parallax:
+#: no appearance evidence, but the (nearly) rotation-only camera fixes its track whatever its depth
+PLAIN_NODAL_CONFIDENCE = 0.4
 ANCHOR_MIN_TEXTURE = 0.03   # grey-level std (0..1, 7x7 box) for a static-fit track to be an anchor
 PRIOR_RADIUS_FRAC = 0.3     # neighbourhood radius: this fraction of the image diagonal
 PRIOR_NEIGHBOURS = 32
@@ -392,11 +396,13 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
     around the query pixel (``prior`` (len(ids),) depth along each query ray, NaN / None: no
     prior; :func:`_surface_gate`). Accepted tracks become static (kind 3) and follow that point.
 
-    ``plain`` (len(ids),) bool, tripod shots only: query pixels without texture. Their appearance
+    ``plain`` (len(ids),) bool, shots without parallax only (tripod, or a camera path under
+    ``MIN_BASELINE_RATIO`` of the scene depth): query pixels without texture. Their appearance
     cannot confirm any position (on a plain surface the footage's noise is all there is to
-    match), and neither can the tracker's drifting observations; a tripod shot's static point is
-    its query ray whatever its depth, so they are placed static without appearance evidence,
-    visible wherever in frame, at a low confidence (``PLAIN_TRIPOD_CONFIDENCE``)."""
+    match), and neither can the tracker's drifting observations; but without parallax a static
+    point's track is its query ray's whatever its depth, so they are placed static without
+    appearance evidence (at the sweep's best depth: the surface prior where there is one),
+    visible wherever in frame, at a low confidence (``PLAIN_NODAL_CONFIDENCE``)."""
     from .appearance import sweep_costs
     from .static import _project_many, ray_candidates
 
@@ -466,10 +472,10 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         # track on the measured clips, but flagged by a halved confidence
         conf = np.where(unique[:, None], conf, 0.5 * conf)
         n_amb += int((ok & ~unique).sum())
-        if plain is not None and mode == "tripod":
+        if plain is not None:
             pl = plain[s:s + step] & ~ok
             vis[pl] = inframe[pl]
-            conf[pl] = np.where(inframe[pl], PLAIN_TRIPOD_CONFIDENCE, 0.0)
+            conf[pl] = np.where(inframe[pl], PLAIN_NODAL_CONFIDENCE, 0.0)
             ok = ok | pl
             n_plain += int(pl.sum())
         acc = sub[ok]
@@ -490,7 +496,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         if budget is not None:
             budget.release(out_tracks_2d, out_visible, out_confidence, out_tracks_3d)
     return {"n_static_by_appearance": int(n_acc), "n_ambiguous_depth": n_amb,
-            "n_plain_tripod": n_plain,
+            "n_plain_nodal": n_plain,
             "n_surface_prior": n_prior, "sweep_good_threshold": round(thr_good, 4)}
 
 

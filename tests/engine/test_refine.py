@@ -387,10 +387,12 @@ def _pan_clip(tmp_path, T=12, W=160, H=120, seed=0):
     return str(folder / "frame_%04d.png"), c2w, K, query, X, uv, vis, plain
 
 
-def test_tripod_places_plain_points_the_tracker_lost_on_their_rays(tmp_path):
+@pytest.mark.parametrize("mode", ["tripod", "general"])
+def test_nodal_shot_places_plain_points_the_tracker_lost_on_their_rays(tmp_path, mode):
     """Nodal pan: a query pixel on a plain surface has no appearance to confirm any position and
-    the tracker drifts off it, but a tripod shot's static point is its query ray whatever its
-    depth. Such points are placed on the ray (static, visible where in frame, low confidence)."""
+    the tracker drifts off it, but without parallax a static point's track is its query ray's
+    whatever its depth. Such points are placed on the ray (static, visible where in frame, low
+    confidence), whether the solve called the shot a tripod shot or a general one."""
     from engine.decode import open_footage
 
     path, c2w, K, query, X, uv, vis, plain = _pan_clip(tmp_path)
@@ -408,11 +410,11 @@ def test_tripod_places_plain_points_the_tracker_lost_on_their_rays(tmp_path):
     out = refine_outputs(N, T)
     res = refine_tracks(xy.astype(np.float32), v, v.astype(np.float32), query, X3,
                         np.where(plain, 0, -1).astype(np.int32), np.zeros(N, np.float32), c2w,
-                        np.repeat(K[None], T, 0), None, "tripod", 0.3, (160, 120), set(),
+                        np.repeat(K[None], T, 0), None, mode, 0.3, (160, 120), set(),
                         out["xy"], out["v"], out["c"], out["x3"], out["g"], out["e"],
                         footage=open_footage(path))
     # the appearance sweep alone cannot place them: the rule did
-    assert res.report["n_plain_tripod"] >= 0.7 * plain.sum(), res.report
+    assert res.report["n_plain_nodal"] >= 0.7 * plain.sum(), res.report
     assert (res.kind[plain] > 0).mean() > 0.9
     e = np.linalg.norm(out["xy"] - uv, axis=-1)
     assert np.percentile(e[plain][vis[plain]], 90) < 0.2 < 2.0 < np.median(
