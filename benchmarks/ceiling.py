@@ -117,6 +117,28 @@ def parallax_slope(gt, pred, gaps: tuple[int, ...] = (2, 4, 8), max_err_px: floa
     return out
 
 
+def plain_split(gt, frames: Path, outputs: dict, max_std: float = 0.03) -> dict:
+    """How each method's tracks do on plain vs textured query pixels.
+
+    Plain: grey-level std (0..1) in the 7x7 box around the query pixel in its query frame at
+    most ``max_std`` (the refinement's ``ANCHOR_MIN_TEXTURE``). Per method (``outputs``: name ->
+    track data): the fraction of truly visible point-frames after the query frame within 1 px of
+    the truth, on each set. Pixel units of the track file."""
+    from engine.decode import open_footage
+    from engine.refine.appearance import query_texture
+
+    q = np.asarray(gt.query, np.float32)
+    T = np.asarray(gt.visible).shape[1]
+    plain = ~(query_texture(open_footage(frames), q, T) > max_std)
+    m = np.asarray(gt.visible, bool) & (np.arange(T)[None] > q[:, :1])
+    res = {"plain_fraction": float(plain.mean())}
+    for name, d in outputs.items():
+        e = np.linalg.norm(np.asarray(d.tracks_2d, np.float64) - np.asarray(gt.tracks_2d), axis=-1)
+        res[name] = {"plain_lt1px": float(np.mean(e[m & plain[:, None]] < 1)),
+                     "textured_lt1px": float(np.mean(e[m & ~plain[:, None]] < 1))}
+    return res
+
+
 def solve_and_score(track_path: Path, out_path: Path, frames: Path, gt) -> dict[str, float]:
     from engine.trackfile import load_trackfile
 
@@ -141,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gaps", default="1,2,4,8,16", help="frame gaps of the parallax slope")
     ap.add_argument("--slope-only", action="store_true",
                     help="only the parallax slope (no solves: seconds)")
+    ap.add_argument("--plain", action="store_true",
+                    help="only how the recorded outputs (worldtrack, dis, lk) do on plain vs "
+                         "textured query pixels (no solves: seconds)")
     a = ap.parse_args(argv)
     from engine.trackfile import load_trackfile, save_trackfile
 
@@ -157,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         gt = load_trackfile(gt_path)
         frames = cache / "full" / clip / "frames"
+        if a.plain:
+            outs = {m: load_trackfile(cache / "results" / "full" / clip / f"{m}.npz")
+                    for m in ("worldtrack", "dis", "lk")}
+            rows[clip] = {"plain": plain_split(gt, frames, outs)}
+            continue
         gaps = tuple(int(g) for g in a.gaps.split(","))
         rows[clip] = {"parallax_slope": {str(k): v for k, v in
                                          parallax_slope(gt, load_trackfile(rec), gaps).items()}}
@@ -172,6 +202,15 @@ def main(argv: list[str] | None = None) -> int:
             })
         print(f"{clip}: done", file=sys.stderr)
     (out / "ceiling.json").write_text(json.dumps({"sigma_px": a.sigma, "clips": rows}, indent=1))
+    if a.plain:
+        print("| clip | plain queries | within 1 px, plain / textured: worldtrack | dis | lk |\n"
+              "|---|---|---|---|---|")
+        for clip, r in rows.items():
+            p = r["plain"]
+            print(f"| {clip} | {p['plain_fraction']:.2f} | " + " | ".join(
+                f"{p[m]['plain_lt1px']:.2f} / {p[m]['textured_lt1px']:.2f}"
+                for m in ("worldtrack", "dis", "lk")) + " |")
+        return 0
     if not a.slope_only:
         _print_solves(rows, a.sigma)
     print("\nParallax slope of Worldtrack's raw tracks (1 = keeps the true parallax):\n")

@@ -76,3 +76,32 @@ def test_parallax_slope_sees_smoothed_parallax():
     pred.tracks_2d = smooth.astype(np.float32)
     s = parallax_slope(gt, pred, gaps=(1,))
     assert 0.85 < s[1] < 0.95, s
+
+
+def test_plain_split_separates_plain_from_textured_queries(tmp_path):
+    """Queries on a flat half of a frame are 'plain'; a method exact on the textured half and
+    5 px off on the plain half scores 1 / 0 there."""
+    import cv2
+
+    from benchmarks.ceiling import plain_split
+
+    rng = np.random.default_rng(0)
+    T, N = 4, 40
+    img = np.full((60, 80, 3), 128, np.uint8)
+    img[:, 40:] = rng.integers(0, 255, (60, 40, 3), dtype=np.uint8)      # textured right half
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(T):
+        cv2.imwrite(str(folder / f"f_{t:03d}.png"), img)
+    xs = np.where(np.arange(N) < N // 2, rng.uniform(5, 30, N), rng.uniform(50, 75, N))
+    q = np.c_[np.zeros(N), xs, rng.uniform(5, 55, N)].astype(np.float32)
+    from types import SimpleNamespace
+
+    gt = SimpleNamespace(tracks_2d=np.repeat(q[:, None, 1:], T, 1), visible=np.ones((N, T), bool),
+                         query=q)
+    off = gt.tracks_2d.copy()
+    off[: N // 2] += 5.0
+    meth = SimpleNamespace(tracks_2d=off)
+    r = plain_split(gt, folder, {"m": meth})
+    assert r["plain_fraction"] == 0.5
+    assert r["m"] == {"plain_lt1px": 0.0, "textured_lt1px": 1.0}
