@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..match.ops import Kernels, sample_points
+from .static import in_image
 
 _OFFS = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], np.float32)
 
@@ -117,8 +118,7 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
         if check_cancel:
             check_cancel()
         xy = uv[:, :, t].reshape(-1, 2)
-        ok = np.isfinite(xy).all(1) & (xy[:, 0] > -0.5) & (xy[:, 0] < W - 0.5) \
-            & (xy[:, 1] > -0.5) & (xy[:, 1] < H - 0.5)
+        ok = np.isfinite(xy).all(1) & in_image(xy, W, H)
         if not ok.any():
             continue
         desc = kernels.features(_gray(rgb))

@@ -79,6 +79,7 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
     from scipy.spatial import cKDTree
 
     from ..solve.camera import project
+    from .static import in_image
 
     N, T = np.shape(visible)
     W, H = image_size
@@ -117,8 +118,7 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
         if len(surf) < MIN_FRONT:
             continue
         tpos = np.searchsorted(ids, tgt)
-        inframe = ok[tpos] & (uv[tpos, 0] > -0.5) & (uv[tpos, 0] < W - 0.5) \
-            & (uv[tpos, 1] > -0.5) & (uv[tpos, 1] < H - 0.5)
+        inframe = ok[tpos] & in_image(uv[tpos], W, H)
         tgt, tpos = tgt[inframe], tpos[inframe]
         tree = cKDTree(s_uv)
         kk = min(K_NEAREST + 1, len(surf))

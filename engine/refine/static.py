@@ -15,6 +15,13 @@ import numpy as np
 from ..solve.triangulate import ray_directions, refine_points
 
 
+def in_image(uv: np.ndarray, W: int, H: int) -> np.ndarray:
+    """(...) bool: pixel positions ``uv`` (..., 2) inside a W x H image (OpenCV: pixel centres
+    0..W-1, so the borders are at -0.5 and W - 0.5); NaN positions are outside."""
+    return (uv[..., 0] > -0.5) & (uv[..., 0] < W - 0.5) \
+        & (uv[..., 1] > -0.5) & (uv[..., 1] < H - 0.5)
+
+
 def _project_many(X: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Project points ``X`` (..., 3) through every camera: (..., T, 2) px and (..., T) depth."""
     R = c2w[:, :3, :3]

@@ -59,7 +59,7 @@ import numpy as np
 
 from ..lift.static import undistort_tracks
 from ..solve.camera import project, undistort_points
-from .static import fit_static
+from .static import fit_static, in_image
 from ..progress import stage_of
 
 MIN_INLIER_FRACTION = 0.3   # of the tracker's visible frames, for a track to be re-fitted static
@@ -194,8 +194,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             ag = vis & (d_obs < tau)
             agree[sl] = ag & ref[:, None]
             clean[sl] = np.where(ref[:, None], ag, vis)
-            inframe = (zz > 0) & (uv[..., 0] > -0.5) & (uv[..., 0] < W - 0.5) \
-                & (uv[..., 1] > -0.5) & (uv[..., 1] < H - 0.5)
+            inframe = (zz > 0) & in_image(uv, W, H)
             out_xy = np.where(ref[:, None, None], uv, xy)
             # keep positions defined off-screen / behind (NaN only where the geometry gives none)
             out_xy = np.where(np.isfinite(out_xy), out_xy, xy)
@@ -464,8 +463,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         Xb = C + best_d[:, None] * rays
         uvb, zb = _project_many(Xb, c2w, K)
         cb = cost[np.arange(n), b]                      # (n, T) at the chosen point
-        inframe = (zb > 0) & (uvb[..., 0] > -0.5) & (uvb[..., 0] < W - 0.5) \
-            & (uvb[..., 1] > -0.5) & (uvb[..., 1] < H - 0.5)
+        inframe = (zb > 0) & in_image(uvb, W, H)
         vis = inframe & ~(cb > thr_occ)
         conf = np.where(vis, np.clip(1 - np.nan_to_num(cb, nan=0) / (2 * thr_occ), 0.3, 1), 0.1)
         # ambiguous depth (another depth matches nearly as well): still far better than a lost
