@@ -86,7 +86,7 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
     none = np.zeros(0, np.int64)
     hid_ids: list[np.ndarray] = []
     hid_t: list[np.ndarray] = []
-    n_tgt = n_ctl = n_ctl_hit = 0
+    n_tgt = 0
     ctl_hits = np.zeros(N, np.int32)
     ctl_seen = np.zeros(N, np.int32)
     tgt_all = np.flatnonzero(kind == 1)
@@ -137,8 +137,6 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
             hid = (n_f >= MIN_FRONT) & (n_f >= MIN_FRONT_FRACTION * np.maximum(n_v, 1)) \
                 & (res <= MAX_RESULTANT)
             ctl = ag_t[tg]
-            n_ctl += int(ctl.sum())
-            n_ctl_hit += int((hid & ctl).sum())
             ctl_hits[tg[hid & ctl]] += 1
             ctl_seen[tg[ctl]] += 1
             n_tgt += int((~ctl).sum())
@@ -149,7 +147,7 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
     t_h = np.concatenate(hid_t) if hid_t else none
     # a point "hidden" where the tracker follows it has a wrong depth (too far: on a shot with
     # little parallax a depth error hardly moves its projection): never hide it
-    far = n_ctl_hit / max(n_ctl, 1)
+    far = int(ctl_hits.sum()) / max(int(ctl_seen.sum()), 1)
     prec = 1.0 - far * n_tgt / max(len(ids_h), 1)
     keep = ctl_hits[ids_h] <= MAX_OWN_CONTROL_FRACTION * ctl_seen[ids_h]
     ids_h, t_h = ids_h[keep], t_h[keep]
