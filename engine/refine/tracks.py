@@ -232,13 +232,18 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             report["visibility"] = "geometry + appearance"
             thr = report.get("appearance_threshold")
             if thr is not None and dist is None:
+                # query contrast in one pass over the query frames: the surface gate needs the
+                # static fits' (general mode), the rule for plain points without parallax the
+                # tracks the sweep may place (lost ones, and the doubted fits among kind 1)
+                need = (kind == 0) if mode == "tripod" else (kind == 1) | ((kind == 0) & ~parallax)
+                tex = _query_contrast(footage, query, need, T,
+                                      progress.check if progress is not None else None)
                 sweep_ids, prior, doubted = np.flatnonzero(kind == 0), None, np.zeros(0, int)
                 if mode != "tripod":
                     sweep_ids, prior, doubted = _surface_gate(
-                        footage, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac,
-                        progress.check if progress is not None else None)
+                        tex, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac)
                 # without parallax a point's depth hardly moves its track: plain ones are placed
-                plain = _plain_queries(footage, query, sweep_ids, T, progress) \
+                plain = ~(tex[sweep_ids] > ANCHOR_MIN_TEXTURE) \
                     if not parallax and len(sweep_ids) else None
                 report.update(_appearance_sweep(
                     footage, sweep_ids, query, c2w, K, (near, far), mode, radius,
@@ -498,17 +503,21 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
             "n_surface_prior": n_prior, "sweep_good_threshold": round(thr_good, 4)}
 
 
-def _plain_queries(footage, query, ids: np.ndarray, T: int, progress) -> np.ndarray:
-    """(len(ids),) bool: query pixel contrast at most ``ANCHOR_MIN_TEXTURE`` (a plain surface)."""
+def _query_contrast(footage, query, need: np.ndarray, T: int, check=None) -> np.ndarray:
+    """(N,) float32 query pixel contrast (:func:`.appearance.query_texture`) of the tracks in
+    ``need`` (N,) bool, NaN elsewhere; one streaming pass over the footage's query frames."""
     from .appearance import query_texture
 
-    tex = query_texture(footage, np.asarray(query[ids], np.float32), T,
-                        check_cancel=progress.check if progress is not None else None)
-    return ~(tex > ANCHOR_MIN_TEXTURE)
+    tex = np.full(len(need), np.nan, np.float32)
+    ids = np.flatnonzero(need)
+    if len(ids):
+        tex[ids] = query_texture(footage, np.asarray(query[ids], np.float32), T,
+                                 check_cancel=check)
+    return tex
 
 
-def _surface_gate(footage, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac,
-                  check=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _surface_gate(tex, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which tracks the appearance sweep places, and the surface prior of each.
 
     The local surface (:mod:`.neighbours`) comes from the textured static-fit tracks (kind 1,
@@ -518,8 +527,9 @@ def _surface_gate(footage, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_
     fewer than ``DOUBT_MAX_FIT_FRACTION`` of its visible observations agree with it) and its depth
     disagrees with the surface by more than ``DOUBT_MIN_LOG_DEPTH``. Returns (sorted track ids,
     prior depth along each query ray (NaN: no surface there), the doubted static-fit ids).
+    ``tex`` (N,): query pixel contrast of (at least) the static-fit tracks
+    (:func:`_query_contrast`).
     """
-    from .appearance import query_texture
     from .neighbours import neighbour_depths
 
     T = len(c2w)
@@ -527,9 +537,9 @@ def _surface_gate(footage, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_
     st = np.flatnonzero(kind == 1)
     if len(st) == 0:
         return lost, None, np.zeros(0, int)
-    tex = query_texture(footage, np.asarray(query[st], np.float32), T, check_cancel=check)
-    anc = st[tex > ANCHOR_MIN_TEXTURE]
-    doubt = st[(tex <= ANCHOR_MIN_TEXTURE) & (fit_frac[st] < DOUBT_MAX_FIT_FRACTION)]
+    tex_st = tex[st]
+    anc = st[tex_st > ANCHOR_MIN_TEXTURE]
+    doubt = st[(tex_st <= ANCHOR_MIN_TEXTURE) & (fit_frac[st] < DOUBT_MAX_FIT_FRACTION)]
     cand = np.concatenate([lost, doubt])
     qc = np.asarray(query[cand], np.float64)
     d, _, _ = neighbour_depths(qc, c2w, K, np.asarray(out_tracks_3d[anc, 0], np.float64),
