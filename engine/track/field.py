@@ -317,13 +317,7 @@ def propagate(store: FrameStore, tq: int, direction: int, settings: FieldSetting
         conf = np.where(new_vis, c_vis, conf * cfg.hidden_decay).astype(np.float32)
 
         # appearance memory: update where visible (at every template level)
-        for lvl in range(lv):
-            if lvl == 0:
-                coords = new_pos
-            else:
-                hl, wl = qpyr[lvl].shape[1:]
-                coords = grids[lvl] + resize_flow(new_pos - X, hl, wl)
-            app, _ = k.warp(tpyr[lvl], coords)
+        for lvl, app in enumerate(_levels_at(k, tpyr, new_pos, X, grids, lv)):
             m = new_vis if lvl == 0 else _resize_mask(new_vis, qpyr[lvl].shape[1:])
             last_app[lvl] = np.where(m[None], app, last_app[lvl])
         g, _ = k.warp(t2_gray[None], new_pos)
@@ -340,16 +334,23 @@ def _back_match_ok(k, pyr_t: list[np.ndarray], pyr_t2: list[np.ndarray], new_pos
                    cfg: FieldSettings) -> np.ndarray:
     """(h, w) bool: frame t2's descriptors at ``new_pos`` (the match), searched for in frame t
     starting from ``pos`` (the point there), come back within the FB tolerance of ``pos``."""
-    tmpl = []
-    for lvl in range(lv):
-        hl, wl = pyr_t[lvl].shape[1:]
-        coords = new_pos if lvl == 0 else grids[lvl] + resize_flow(new_pos - X, hl, wl)
-        app, _ = k.warp(pyr_t2[lvl], coords)
-        tmpl.append(app)
+    tmpl = _levels_at(k, pyr_t2, new_pos, X, grids, lv)
     back, _, _ = k.flow(tmpl, pyr_t, init=pos - X, first_level=lv - 1,
                         final_iters=cfg.final_iters)
     err = np.linalg.norm(X + back - pos, axis=0)
     return err < cfg.back_abs + cfg.back_rel * np.linalg.norm(new_pos - pos, axis=0)
+
+
+def _levels_at(k, pyr: list[np.ndarray], pos: np.ndarray, X: np.ndarray,
+               grids: list[np.ndarray], lv: int) -> list[np.ndarray]:
+    """Descriptors of a frame's pyramid ``pyr`` sampled for every query-grid point, per template
+    level: at ``pos`` (2, h, w) working px on level 0, at that level's grid plus the downsized
+    displacement ``pos - X`` on the coarser ones."""
+    out = []
+    for lvl in range(lv):
+        coords = pos if lvl == 0 else grids[lvl] + resize_flow(pos - X, *grids[lvl].shape[1:])
+        out.append(k.warp(pyr[lvl], coords)[0])
+    return out
 
 
 def _texture(gray: np.ndarray, std_full: float) -> np.ndarray:
