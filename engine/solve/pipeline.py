@@ -17,16 +17,17 @@ from .incremental import SolveFailure, solve_general
 from .models import estimate_noise, focal_from_fundamentals, gric_pair
 from .rotation import SPHERE_RADIUS, solve_rotation
 from .segment import frame_pairs, multibody_labels, rigid_bodies, static_belief
-from .grow import anchor_frames, solved_view, static_segments
+from .grow import anchor_frames, static_segments
 from .select import select_keyframes, select_tracks
 from ..progress import stage_of
 
 MIN_FRAMES = 2
 DIST_MODELS = {"none": 0, "k1": 1, "k1k2": 2}
-# rounds of growing the static set by consistent track segments (engine.solve.grow; 0: whole
-# tracks, once, as before). Measured on the 15 benchmark clips: 1 round took the focal error of
-# deform_0/deform_2 from 11/10 % to 4.1/0.25 %; 3 rounds gave 3.0/0.4 % but drifted static_0
-# from 0.8 to 2.2 % (the focal valley is flat: each round re-fits the tracker's drift)
+# rounds (>= 1) of growing the static set by consistent track segments (engine.solve.grow).
+# Measured on the 15 benchmark clips: 1 round took the focal error of deform_0/deform_2 from
+# 11/10 % (whole consistent tracks, the growth before it) to 4.1/0.25 %; 3 rounds gave 3.0/0.4 %
+# but drifted static_0 from 0.8 to 2.2 % (the focal valley is flat: each round re-fits the
+# tracker's drift)
 GROW_ROUNDS = 1
 #: below this fraction of the sampled tracks, the clustering's background is taken to be
 #: fragmented and the per-pair vote decides (every benchmark clip clusters >= 15 %; a forward
@@ -195,9 +196,9 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
             mode = "general"
             # refine: every sample track consistent with the solved cameras joins the static
             # set (segmentation is conservative with short tracks); solve again if that helps.
-            # GROW_ROUNDS > 0: tracks join with their consistent *segment* only (the tracker
-            # drifts away from a track's query frame; see engine.solve.grow), each further round
-            # on the last round's cameras
+            # Tracks join with their consistent *segment* only (the tracker drifts away from a
+            # track's query frame; see engine.solve.grow), each further round on the last
+            # round's cameras
             # each round is judged against the first solve's residual (the rounds' observation
             # sets differ, so comparing a round with the previous one says little)
             base_median = result["median"]
@@ -214,21 +215,17 @@ def solve_cameras(tracks_2d: np.ndarray, visible: np.ndarray, confidence: np.nda
                                        vis)
             if anchor is not None:
                 anchor[static] = False
-            for grow_round in range(max(1, GROW_ROUNDS)):
-                if GROW_ROUNDS > 0:
-                    seg = static_segments(xy, vis, result, cx, cy, max(1.0, 3 * sigma),
-                                          anchor=anchor)
-                    grown = seg.any(1)
-                    vis_g = np.where(grown[:, None], seg, used)
-                    # frames the segments barely cover (late frames of a clip whose tracks were
-                    # mostly queried early, as counted in the first solution) keep every
-                    # observation of the grown set there: a frame must stay registrable, and the
-                    # robust adjustment prunes the worst of them
-                    thin = seg.sum(0) < np.maximum(30, 0.5 * first.sum(0))
-                    vis_g |= (grown | static)[:, None] & vis & thin[None]
-                else:
-                    grown = _consistent_tracks(xy, vis, result, cx, cy, sigma)
-                    vis_g = vis
+            for grow_round in range(GROW_ROUNDS):
+                seg = static_segments(xy, vis, result, cx, cy, max(1.0, 3 * sigma),
+                                      anchor=anchor)
+                grown = seg.any(1)
+                vis_g = np.where(grown[:, None], seg, used)
+                # frames the segments barely cover (late frames of a clip whose tracks were
+                # mostly queried early, as counted in the first solution) keep every
+                # observation of the grown set there: a frame must stay registrable, and the
+                # robust adjustment prunes the worst of them
+                thin = seg.sum(0) < np.maximum(30, 0.5 * first.sum(0))
+                vis_g |= (grown | static)[:, None] & vis & thin[None]
                 if not ((grown.sum() > 1.15 * static.sum() and not zoom)
                         or not result["registered"].all()
                         or (grow_round > 0 and grown.sum() > 0.9 * static.sum())):
@@ -422,18 +419,6 @@ def _solve_zoom(xs, vs, image_size, cx, cy, n_dist, kfs, sigma, progress, report
     from .zoom import solve_zoom
 
     return solve_zoom(xs, vs, image_size, cx, cy, n_dist, kfs, sigma, progress, report)
-
-
-def _consistent_tracks(xy, vis, result, cx, cy, sigma) -> np.ndarray:
-    """Sample tracks that reproject as one static point through the solved cameras."""
-    from .triangulate import refine_points, reprojection_errors, triangulate_rays
-
-    reg, c2w, K, p = solved_view(xy, result, cx, cy)
-    v = vis[:, reg]
-    X, ang = triangulate_rays(p, v, K, c2w)
-    X = refine_points(X, p, v, K, c2w)
-    _, rms = reprojection_errors(X, p, v, K, c2w)
-    return (rms < max(1.5, 4 * sigma)) & (v.sum(1) >= 3) & (ang >= 0.5)
 
 
 def _fill_unregistered(c2w: np.ndarray, reg: np.ndarray) -> np.ndarray:
