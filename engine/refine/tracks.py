@@ -233,9 +233,9 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             thr = report.get("appearance_threshold")
             if thr is not None and dist is None:
                 # query contrast in one pass over the query frames: the surface gate needs the
-                # static fits' (general mode), the rule for plain points without parallax the
-                # tracks the sweep may place (lost ones, and the doubted fits among kind 1)
-                need = (kind == 0) if mode == "tripod" else (kind == 1) | ((kind == 0) & ~parallax)
+                # static fits' (general mode); the rule for plain points without parallax and
+                # the plain regions' planes with it, the tracks the sweep may place (lost ones)
+                need = (kind == 0) if mode == "tripod" else (kind == 1) | (kind == 0)
                 tex = _query_contrast(footage, query, need, T,
                                       progress.check if progress is not None else None)
                 sweep_ids, prior, doubted = np.flatnonzero(kind == 0), None, np.zeros(0, int)
@@ -254,6 +254,11 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                 kind[doubted[kind[doubted] != 3]] = 1
                 report["n_static_fit_doubted"] = int(len(doubted))
                 report["n_static_fit_replaced"] = int((kind[doubted] == 3).sum())
+                if parallax:
+                    report.update(_plain_regions(
+                        footage, query, tex, kind, c2w, K, (near, far), thr, W, H,
+                        out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
+                        out_reproj, kernels, progress, budget))
             report.pop("_good_threshold", None)
         else:
             report["visibility"] = "geometry only (no footage)" if footage is None else "geometry"
@@ -380,6 +385,9 @@ PRIOR_SIGMA = 0.2           # log-depth units
 #: confidence of a plain (textureless) query pixel placed on its ray in a shot without parallax:
 #: no appearance evidence, but the (nearly) rotation-only camera fixes its track whatever its depth
 PLAIN_NODAL_CONFIDENCE = 0.4
+#: most confidence of a plain query pixel placed on its region's plane (:mod:`.regions`): the
+#: evidence is the region's, not the point's own
+PLAIN_REGION_CONFIDENCE = 0.6
 ANCHOR_MIN_TEXTURE = 0.03   # grey-level std (0..1, 7x7 box) for a static-fit track to be an anchor
 PRIOR_RADIUS_FRAC = 0.3     # neighbourhood radius: this fraction of the image diagonal
 PRIOR_NEIGHBOURS = 32
@@ -481,26 +489,83 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
             conf[pl] = np.where(inframe[pl], PLAIN_NODAL_CONFIDENCE, 0.0)
             ok = ok | pl
             n_plain += int(pl.sum())
-        acc = sub[ok]
-        if len(acc) == 0:
-            continue
-        order = np.argsort(acc)
-        a = acc[order]
-        xy_old = np.asarray(out_tracks_2d[a], np.float32)
-        new_xy = uvb[ok][order].astype(np.float32)
-        out_tracks_2d[a] = np.where(np.isfinite(new_xy), new_xy, xy_old)
-        out_visible[a] = vis[ok][order]
-        out_confidence[a] = conf[ok][order].astype(np.float32)
-        out_tracks_3d[a] = np.repeat(Xb[ok][order][:, None], T, 1).astype(np.float32)
-        out_group[a] = -1
-        out_reproj[a] = np.nan
-        kind[a] = 3
-        n_acc += len(a)
-        if budget is not None:
-            budget.release(out_tracks_2d, out_visible, out_confidence, out_tracks_3d)
+        n_acc += _write_placed(sub[ok], uvb[ok], vis[ok], conf[ok], Xb[ok], out_tracks_2d,
+                               out_visible, out_confidence, out_tracks_3d, out_group, out_reproj,
+                               kind, budget)
     return {"n_static_by_appearance": int(n_acc), "n_ambiguous_depth": n_amb,
             "n_plain_nodal": n_plain,
             "n_surface_prior": n_prior, "sweep_good_threshold": round(thr_good, 4)}
+
+
+def _write_placed(ids, uv, vis, conf, X, out_tracks_2d, out_visible, out_confidence,
+                  out_tracks_3d, out_group, out_reproj, kind, budget=None) -> int:
+    """Write tracks ``ids`` (k,) as static points ``X`` (k, 3) placed on their query rays (kind 3):
+    positions ``uv`` (k, T, 2) (NaN: keep the old one), visibility and confidence (k, T)."""
+    if len(ids) == 0:
+        return 0
+    T = uv.shape[1]
+    order = np.argsort(ids)
+    a = ids[order]
+    xy_old = np.asarray(out_tracks_2d[a], np.float32)
+    new_xy = uv[order].astype(np.float32)
+    out_tracks_2d[a] = np.where(np.isfinite(new_xy), new_xy, xy_old)
+    out_visible[a] = vis[order]
+    out_confidence[a] = conf[order].astype(np.float32)
+    out_tracks_3d[a] = np.repeat(X[order][:, None], T, 1).astype(np.float32)
+    out_group[a] = -1
+    out_reproj[a] = np.nan
+    kind[a] = 3
+    if budget is not None:
+        budget.release(out_tracks_2d, out_visible, out_confidence, out_tracks_3d)
+    return len(a)
+
+
+def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H,
+                   out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
+                   out_reproj, kernels, progress, budget=None) -> dict:
+    """Static points on plain query pixels re-placed at the depth of their plain region's plane
+    (:mod:`.regions`), in shots with parallax, and lost ones (kind 0) placed there where most of
+    their region's points are static; visible where in frame and their query appearance
+    is not absent (``thr_occ``), confidence at most ``PLAIN_REGION_CONFIDENCE``."""
+    from .appearance import sweep_costs
+    from .regions import plain_region_depths
+    from .static import _project_many
+
+    cand = np.flatnonzero((kind != 2) & (tex <= ANCHOR_MIN_TEXTURE))
+    if len(cand) == 0:
+        return {"n_plain_region": 0}
+    check = progress.check if progress is not None else None
+    static = (kind == 1) | (kind == 3)
+    q_all = np.asarray(query[cand], np.float64)
+
+    def points(t: int) -> np.ndarray:
+        ids = np.flatnonzero(static & np.asarray(out_visible[:, t]).astype(bool))
+        X = np.asarray(out_tracks_3d[ids, 0], np.float64)
+        return X[np.isfinite(X).all(1)]
+
+    depth, rep = plain_region_depths(footage, q_all, c2w, K, points, depth_range,
+                                     static=static[cand], check_cancel=check)
+    ok = np.isfinite(depth)
+    ids, q, d = cand[ok], q_all[ok], depth[ok]
+    T = len(c2w)
+    step = _limited_rows(int(max(16, 4e6 // (48 * T))), T, budget, CHUNK_BYTES_PER_TRACK_FRAME)
+    for s in range(0, len(ids), step):
+        qs = q[s:s + step]
+        qt = np.clip(np.round(qs[:, 0]).astype(int), 0, T - 1)
+        rays = np.einsum("nij,nj->ni", c2w[qt, :3, :3], np.einsum(
+            "nij,nj->ni", np.linalg.inv(K[qt]), np.c_[qs[:, 1:3], np.ones(len(qs))]))
+        rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+        X = c2w[qt, :3, 3] + d[s:s + step, None] * rays
+        uv, z = _project_many(X, c2w, K)
+        cost = sweep_costs(footage, qs.astype(np.float32), uv[:, None], kernels, check)[:, 0]
+        cost[np.arange(len(qs)), qt] = 0.0
+        inframe = (z > 0) & in_image(uv, W, H)
+        vis = inframe & ~(cost > thr_occ)
+        conf = np.where(vis, PLAIN_REGION_CONFIDENCE * np.clip(
+            1 - np.nan_to_num(cost, nan=0) / (2 * thr_occ), 0.3, 1), 0.1)
+        _write_placed(ids[s:s + step], uv, vis, conf, X, out_tracks_2d, out_visible,
+                      out_confidence, out_tracks_3d, out_group, out_reproj, kind, budget)
+    return rep
 
 
 def _query_contrast(footage, query, need: np.ndarray, T: int, check=None) -> np.ndarray:

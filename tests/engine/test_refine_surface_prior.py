@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import track_synth  # noqa: E402
 from test_refine import _plane_clip, refine_outputs  # noqa: E402
 
+import engine.refine.regions as regions_mod  # noqa: E402
 import engine.refine.tracks as tracks_mod  # noqa: E402
 from engine.refine.neighbours import neighbour_depths  # noqa: E402
 from engine.refine.tracks import refine_tracks  # noqa: E402
@@ -26,6 +27,7 @@ PATCH = (-0.7, 0.7, 0.0, 1.2)    # world x0, x1, y0, y1 of the plain patch on th
 TEX_PX = 8.0 / 600               # world units per texture pixel (as in _plane_clip)
 PRIOR_WEIGHT = tracks_mod.PRIOR_WEIGHT
 DOUBT = tracks_mod.DOUBT_MAX_FIT_FRACTION
+SPREAD_MIN = regions_mod.SPREAD_MIN
 
 
 def _flat_texture(orig):
@@ -52,10 +54,13 @@ def scene(tmp_path_factory):
     return path, c2w, K, query, X, uv, vis, plain
 
 
-def _refine(scene, prior_weight, doubt, monkeypatch):
+def _refine(scene, prior_weight, doubt, monkeypatch, regions=False):
+    """``regions``: also the plain regions' planes (engine.refine.regions), which place the
+    patch's points on their own; off, the surface prior is tested alone."""
     from engine.decode import open_footage
 
     path, c2w, K, query, X, uv, vis, plain = scene
+    monkeypatch.setattr(regions_mod, "SPREAD_MIN", SPREAD_MIN if regions else np.inf)
     monkeypatch.setattr(tracks_mod, "PRIOR_WEIGHT", prior_weight)
     monkeypatch.setattr(tracks_mod, "DOUBT_MAX_FIT_FRACTION", doubt)
     N, T = vis.shape
@@ -120,3 +125,20 @@ def test_surface_prior_places_points_on_a_plain_patch(scene, monkeypatch):
     assert np.array_equal(res0.kind[good], res1.kind[good])
     assert np.array_equal(out0["xy"][good], out1["xy"][good])
     assert np.array_equal(out0["x3"][good], out1["x3"][good])
+
+
+def test_plain_region_plane_places_the_patch_without_the_surface_prior(scene, monkeypatch):
+    """With the surface prior and the doubt off, the patch's points still end on the plane: their
+    plain region (the patch) is aligned as a whole through the solved cameras
+    (engine.refine.regions); the textured tracks keep their static fit, bit for bit."""
+    path, c2w, K, query, X, uv, vis, plain = scene
+    res0, out0 = _refine(scene, 0.0, 0.0, monkeypatch)
+    res2, out2 = _refine(scene, 0.0, 0.0, monkeypatch, regions=True)
+    e0 = np.linalg.norm(out0["xy"] - uv, axis=-1)
+    e2 = np.linalg.norm(out2["xy"] - uv, axis=-1)
+    assert np.median(e0[plain][vis[plain]]) > 2.0, res0.report
+    assert res2.report["n_plain_region"] >= 0.8 * plain.sum(), res2.report
+    assert np.median(e2[plain][vis[plain]]) < 0.5, res2.report
+    good = ~plain & (res0.kind == 1)
+    assert good.sum() >= 0.8 * (~plain).sum()
+    assert np.array_equal(out0["xy"][good], out2["xy"][good])
