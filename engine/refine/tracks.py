@@ -22,6 +22,10 @@ track whose 3D is reliable:
 - in a shot without parallax (tripod, or a camera path under 5 % of the scene depth) a lost track
   on a plain query pixel, which neither its appearance nor the tracker can place, is put on its
   query ray anyway (depth barely matters there), visible where in frame, at confidence 0.4;
+- in a shot with parallax, static points on a plain region of their query frame (a noise-only
+  wall) whose current depths scatter about one plane get the plane that aligns the whole region
+  and the band around its outline with frames around the query frame (:mod:`.regions`); lost
+  plain tracks too where most of their region's points are static (confidence at most 0.6);
 - everything else (non-rigid, unreliable, too few observations) keeps the tracker's 2D.
 
 Visibility of refined tracks: in frame (in front of the camera, inside the image) and not judged
@@ -529,7 +533,7 @@ def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H
     is not absent (``thr_occ``), confidence at most ``PLAIN_REGION_CONFIDENCE``."""
     from .appearance import sweep_costs
     from .regions import plain_region_depths
-    from .static import _project_many
+    from .static import _project_many, ray_candidates
 
     cand = np.flatnonzero((kind != 2) & (tex <= ANCHOR_MIN_TEXTURE))
     if len(cand) == 0:
@@ -552,10 +556,8 @@ def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H
     for s in range(0, len(ids), step):
         qs = q[s:s + step]
         qt = np.clip(np.round(qs[:, 0]).astype(int), 0, T - 1)
-        rays = np.einsum("nij,nj->ni", c2w[qt, :3, :3], np.einsum(
-            "nij,nj->ni", np.linalg.inv(K[qt]), np.c_[qs[:, 1:3], np.ones(len(qs))]))
-        rays /= np.linalg.norm(rays, axis=1, keepdims=True)
-        X = c2w[qt, :3, 3] + d[s:s + step, None] * rays
+        _, _, C, rays = ray_candidates(qs, c2w, K, depth_range, n_depths=1)
+        X = C + d[s:s + step, None] * rays
         uv, z = _project_many(X, c2w, K)
         cost = sweep_costs(footage, qs.astype(np.float32), uv[:, None], kernels, check)[:, 0]
         cost[np.arange(len(qs)), qt] = 0.0
