@@ -539,6 +539,7 @@ def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H
     if len(cand) == 0:
         return {"n_plain_region": 0}
     check = progress.check if progress is not None else None
+    t0 = time.monotonic()
     static = (kind == 1) | (kind == 3)
     q_all = np.asarray(query[cand], np.float64)
 
@@ -567,6 +568,7 @@ def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H
             1 - np.nan_to_num(cost, nan=0) / (2 * thr_occ), 0.3, 1), 0.1)
         _write_placed(ids[s:s + step], uv, vis, conf, X, out_tracks_2d, out_visible,
                       out_confidence, out_tracks_3d, out_group, out_reproj, kind, budget)
+    rep["plain_region_seconds"] = round(time.monotonic() - t0, 3)
     return rep
 
 
