@@ -144,23 +144,28 @@ def _query_frames(footage, qt: np.ndarray, check_cancel: Callable[[], None] | No
         yield rgb, m
 
 
+def contrast_map(grey: np.ndarray, window: int = 7) -> np.ndarray:
+    """Per-pixel local contrast of a grey image (0..1): the standard deviation in a ``window`` x
+    ``window`` box."""
+    import cv2
+
+    mu = cv2.blur(grey, (window, window))
+    return np.sqrt(np.maximum(cv2.blur(grey * grey, (window, window)) - mu * mu, 0.0))
+
+
 def query_texture(footage, query: np.ndarray, n_frames: int, window: int = 7,
                   check_cancel: Callable[[], None] | None = None) -> np.ndarray:
     """Local contrast (n,) at each query pixel in its query frame: the standard deviation of the
     grey level (0..1) in a ``window`` x ``window`` box at the working resolution. Textured points
     (high values) have well-determined depths; plain surfaces do not. One streaming pass over
     the footage up to the last query frame; ``query`` (n, 3) ``[t, x, y]`` input px."""
-    import cv2
-
     n = len(query)
     tex = np.full(n, np.nan, np.float32)
     if n == 0:
         return tex
     qt = np.clip(np.round(query[:, 0]).astype(int), 0, n_frames - 1)
     for rgb, m in _query_frames(footage, qt, check_cancel):
-        g = _gray(rgb)
-        mu = cv2.blur(g, (window, window))
-        sd = np.sqrt(np.maximum(cv2.blur(g * g, (window, window)) - mu * mu, 0.0))
+        sd = contrast_map(_gray(rgb), window)
         xy = np.round(footage.to_work_pixels(query[m, 1:3].astype(np.float32))).astype(int)
         x = np.clip(xy[:, 0], 0, sd.shape[1] - 1)
         y = np.clip(xy[:, 1], 0, sd.shape[0] - 1)

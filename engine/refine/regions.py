@@ -29,7 +29,7 @@ from typing import Callable
 
 import numpy as np
 
-from .appearance import _gray
+from .appearance import _gray, contrast_map
 from .static import _project_many
 
 MAX_SIDE = 480          # region images are worked on at most this size (px, longer side)
@@ -50,13 +50,6 @@ MAX_FITS = 8            # full fits per call (regions with most candidates); the
 SPREAD_MIN = 0.05       # relative inverse-depth scatter above which the current depths are replaced
 MIN_SPREAD_POINTS = 6   # static points in the region needed to measure that scatter
 MIN_INFRAME = 0.5       # of the samples, for a target frame to count
-
-
-def _contrast(grey: np.ndarray) -> np.ndarray:
-    import cv2
-
-    mu = cv2.blur(grey, (7, 7))
-    return np.sqrt(np.maximum(cv2.blur(grey * grey, (7, 7)) - mu * mu, 0.0))
 
 
 def _targets(t: int, T: int) -> list[int]:
@@ -273,7 +266,7 @@ def _regions_of(t, img, blur, query, qt, c2w, K, geo, frames):
 
     Hr, Wr = img.shape[:2]
     grey = _gray(img)           # as query_texture measures it
-    plain = (_contrast(grey) <= PLAIN_STD).astype(np.uint8)
+    plain = (contrast_map(grey) <= PLAIN_STD).astype(np.uint8)
     _, lab = cv2.connectedComponents(plain, connectivity=4)
     sel = np.flatnonzero(qt == t)
     uv = np.round(geo.to_region(query[sel, 1:3])).astype(int)

@@ -543,10 +543,14 @@ def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H
     static = (kind == 1) | (kind == 3)
     q_all = np.asarray(query[cand], np.float64)
 
+    seen: dict[int, np.ndarray] = {}     # a query frame has up to MAX_REGIONS regions
+
     def points(t: int) -> np.ndarray:
-        ids = np.flatnonzero(static & np.asarray(out_visible[:, t]).astype(bool))
-        X = np.asarray(out_tracks_3d[ids, 0], np.float64)
-        return X[np.isfinite(X).all(1)]
+        if t not in seen:
+            ids = np.flatnonzero(static & np.asarray(out_visible[:, t]).astype(bool))
+            X = np.asarray(out_tracks_3d[ids, 0], np.float64)
+            seen[t] = X[np.isfinite(X).all(1)]
+        return seen[t]
 
     depth, rep = plain_region_depths(footage, q_all, c2w, K, points, depth_range,
                                      static=static[cand], check_cancel=check)
