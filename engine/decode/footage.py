@@ -59,10 +59,11 @@ def _cv2():
     return cv2
 
 
-def _rescale_pixels(xy: np.ndarray, src: tuple[int, int], dst: tuple[int, int]) -> np.ndarray:
+def _rescale_pixels(xy: np.ndarray, src: tuple[int, int], dst: tuple[int, int],
+                    dtype=np.float32) -> np.ndarray:
     """Pixel coordinates (..., 2) at size ``src`` (W, H) -> size ``dst``; pixel centres map to
     pixel centres (OpenCV convention: the top-left pixel's centre is (0, 0))."""
-    out = np.asarray(xy, dtype=np.float32).copy()
+    out = np.asarray(xy, dtype=dtype).copy()
     out[..., 0] = (out[..., 0] + 0.5) * (dst[0] / src[0]) - 0.5
     out[..., 1] = (out[..., 1] + 0.5) * (dst[1] / src[1]) - 0.5
     return out

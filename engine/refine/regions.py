@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..decode.footage import _rescale_pixels
 from .appearance import _gray, contrast_map
 from .static import _project_many
 
@@ -150,8 +151,9 @@ def plain_region_depths(footage, query: np.ndarray, c2w: np.ndarray, K: np.ndarr
     for t in q_frames:
         need.update(_targets(t, T))
     frames, pending = {}, []
+    last = min(T - 1, max(need | q_frames))
     for t, rgb in enumerate(footage.frames()):
-        if t >= T or t > max(need | q_frames):
+        if t > last:
             break
         if t not in need and t not in q_frames:
             continue
@@ -226,16 +228,16 @@ def _plane_in(plane: tuple[np.ndarray, float], c2w: np.ndarray) -> np.ndarray | 
 
 
 class _Scale:
-    """Input px <-> region-image px (pixel centres, OpenCV convention)."""
+    """Input px <-> region-image px (pixel centres, OpenCV convention), in float64."""
 
     def __init__(self, src: tuple[int, int], dst: tuple[int, int]):
-        self.sx, self.sy = dst[0] / src[0], dst[1] / src[1]
+        self.src, self.dst = src, dst
 
     def to_region(self, uv: np.ndarray) -> np.ndarray:
-        return np.stack([(uv[..., 0] + 0.5) * self.sx - 0.5, (uv[..., 1] + 0.5) * self.sy - 0.5], -1)
+        return _rescale_pixels(uv, self.src, self.dst, np.float64)
 
     def to_input(self, uv: np.ndarray) -> np.ndarray:
-        return np.stack([(uv[..., 0] + 0.5) / self.sx - 0.5, (uv[..., 1] + 0.5) / self.sy - 0.5], -1)
+        return _rescale_pixels(uv, self.dst, self.src, np.float64)
 
 
 def _current_plane(reg: "_Region", X: np.ndarray) -> tuple[np.ndarray, float] | None:
