@@ -4,8 +4,9 @@ Descriptors come from the engine's ONNX ``features`` kernel (:class:`engine.matc
 on the footage at a working resolution; a track's reference is the descriptor at its query
 pixel in its query frame, and its cost at frame t is the mean L1 distance between the 3x3
 neighbourhood of descriptors at the reference and at the predicted pixel (a small patch is far
-less ambiguous than one descriptor). Frames are decoded one at a time; only the (n, C, 9)
-references of a chunk of tracks and one frame's descriptors are ever held. With a memory limit
+less ambiguous than one descriptor). Frames are decoded one at a time; the (n, C, 9)
+references of a chunk of tracks and one frame's descriptors are held, plus the descriptors a
+:class:`DescriptorCache` keeps between passes (up to its byte limit). With a memory limit
 (``budget``) the references and the (n, T) costs of :func:`appearance_costs` live in disk memory
 maps when they do not fit, and each frame's patches are compared in chunks of tracks.
 
@@ -13,7 +14,7 @@ Positions are INPUT pixels (OpenCV); :meth:`engine.decode.Footage.to_work_pixels
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -36,27 +37,72 @@ def _patch(desc: np.ndarray, xy_work: np.ndarray) -> np.ndarray:
     return sample_points(desc, pts).reshape(m, 9, -1).transpose(0, 2, 1)
 
 
+class DescriptorCache:
+    """The footage's per-frame descriptors, kept between the refine stage's streaming passes
+    (the appearance visibility, every chunk of the depth sweep and of the plain regions stream
+    the footage again) up to ``max_bytes``; frames beyond that are described again on each pass,
+    and once every frame is held the footage is not decoded any more. ``max_bytes=0``: no cache
+    (one pass). ``kernels``: the ONNX kernels (default sessions when None)."""
+
+    def __init__(self, footage, kernels: Kernels | None = None, max_bytes: int = 0):
+        self.footage = footage
+        self.kernels = kernels or Kernels()
+        self.max_bytes = int(max_bytes)
+        self._store: dict[int, np.ndarray] = {}
+        self._bytes = 0
+
+    def frames(self, last: int) -> Iterator[tuple[int, Callable[[], np.ndarray]]]:
+        """Yield ``(t, get)`` for frames ``t = 0 .. last`` (fewer if the footage is shorter);
+        ``get()`` returns frame t's descriptors (C, h, w) at the working resolution, computed
+        only when asked for."""
+        n = min(int(last) + 1, self.footage.n_frames)
+        if all(t in self._store for t in range(n)):
+            for t in range(n):
+                yield t, (lambda t=t: self._store[t])
+            return
+        if n <= 0:
+            return
+        for t, rgb in enumerate(self.footage.frames()):
+            yield t, (lambda t=t, rgb=rgb: self._describe(t, rgb))
+            if t >= n - 1:      # stop before decoding a frame nobody asked for
+                return
+
+    def _describe(self, t: int, rgb: np.ndarray) -> np.ndarray:
+        d = self._store.get(t)
+        if d is None:
+            d = self.kernels.features(_gray(rgb))
+            if self._bytes + d.nbytes <= self.max_bytes:
+                self._store[t] = d
+                self._bytes += d.nbytes
+        return d
+
+
 def appearance_costs(footage, query: np.ndarray, positions: Callable[[int], np.ndarray],
                      n_frames: int, kernels: Kernels | None = None,
                      check_cancel: Callable[[], None] | None = None, budget=None,
-                     work_dir=None) -> np.ndarray:
+                     work_dir=None, descs: DescriptorCache | None = None) -> np.ndarray:
     """Cost (n, T) float32 of each track's predicted position per frame (NaN where the position
     is NaN). ``positions(t)`` returns (n, 2) input pixels at frame t; ``query`` (n, 3).
 
     Two streaming passes over the footage: references (up to the last query frame), then costs.
     ``budget`` (:class:`engine.track.memory.MemoryBudget`, None: unlimited) with ``work_dir``:
     where references and costs go when they do not fit, and the chunk of tracks compared at once.
+    ``descs``: descriptors kept from earlier passes (:class:`DescriptorCache`; None: none).
     """
     from ..track.memory import MemoryBudget
 
     budget = budget or MemoryBudget()
-    kernels = kernels or Kernels()
+    descs = descs or DescriptorCache(footage, kernels)
     n = len(query)
     qt = np.clip(np.round(query[:, 0]).astype(int), 0, n_frames - 1)
     ref = None
-    for rgb, m in _query_frames(footage, qt, check_cancel):
-        desc = kernels.features(_gray(rgb))
-        p = _patch(desc, footage.to_work_pixels(query[m, 1:3]))
+    for t, get in descs.frames(int(qt.max()) if n else -1):
+        m = qt == t
+        if not m.any():
+            continue
+        if check_cancel:
+            check_cancel()
+        p = _patch(get(), footage.to_work_pixels(query[m, 1:3]))
         if ref is None:
             ref = budget.array((n,) + p.shape[1:], np.float32, work_dir, fill=0)
         ref[m] = p
@@ -68,16 +114,14 @@ def appearance_costs(footage, query: np.ndarray, positions: Callable[[int], np.n
     # (patch, reference, difference) triples
     rows = n if not budget.limited else int(max(1, min(n, budget.block_bytes(0, 0.1)
                                                         // (3 * ref[0].nbytes))))
-    for t, rgb in enumerate(footage.frames()):
-        if t >= n_frames:
-            break
+    for t, get in descs.frames(n_frames - 1):
         if check_cancel:
             check_cancel()
         xy = positions(t)
         ok = np.isfinite(xy).all(1)
         if not ok.any():
             continue
-        desc = kernels.features(_gray(rgb))
+        desc = get()
         for r0 in range(0, n, rows):
             okc = ok[r0:r0 + rows]
             if not okc.any():
@@ -89,22 +133,21 @@ def appearance_costs(footage, query: np.ndarray, positions: Callable[[int], np.n
 
 
 def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | None = None,
-                check_cancel: Callable[[], None] | None = None) -> np.ndarray:
+                check_cancel: Callable[[], None] | None = None,
+                descs: DescriptorCache | None = None) -> np.ndarray:
     """Appearance costs (n, D, T) float32 of D candidate paths per track: ``uv`` (n, D, T, 2)
     input pixels (NaN = no candidate there), against each track's query appearance (``query``
-    (n, 3)). Used to choose a static point's depth along its query ray by appearance alone."""
-    kernels = kernels or Kernels()
+    (n, 3)). Used to choose a static point's depth along its query ray by appearance alone.
+    ``descs``: descriptors kept from earlier passes (:class:`DescriptorCache`; None: none)."""
+    descs = descs or DescriptorCache(footage, kernels)
     n, D, T = uv.shape[:3]
     qt = np.clip(np.round(query[:, 0]).astype(int), 0, T - 1)
     ref = None
-    for t, rgb in enumerate(footage.frames()):
-        if t > int(qt.max()):
-            break
+    for t, get in descs.frames(int(qt.max()) if n else -1):
         m = qt == t
         if not m.any():
             continue
-        desc = kernels.features(_gray(rgb))
-        p = _patch(desc, footage.to_work_pixels(query[m, 1:3]))
+        p = _patch(get(), footage.to_work_pixels(query[m, 1:3]))
         if ref is None:
             ref = np.zeros((n,) + p.shape[1:], np.float32)
         ref[m] = p
@@ -112,17 +155,14 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
     if ref is None:
         return cost
     W, H = footage.input_size
-    for t, rgb in enumerate(footage.frames()):
-        if t >= T:
-            break
+    for t, get in descs.frames(T - 1):
         if check_cancel:
             check_cancel()
         xy = uv[:, :, t].reshape(-1, 2)
         ok = np.isfinite(xy).all(1) & in_image(xy, W, H)
         if not ok.any():
             continue
-        desc = kernels.features(_gray(rgb))
-        p = _patch(desc, footage.to_work_pixels(xy[ok].astype(np.float32)))
+        p = _patch(get(), footage.to_work_pixels(xy[ok].astype(np.float32)))
         c = np.full(n * D, np.nan, np.float32)
         c[ok] = np.abs(p - ref[np.flatnonzero(ok) // D]).mean(axis=(1, 2))
         cost[:, :, t] = c.reshape(n, D)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..solve.camera import to_cameras
 from ..solve.triangulate import ray_directions, refine_points
 
 
@@ -23,16 +24,18 @@ def in_image(uv: np.ndarray, W: int, H: int) -> np.ndarray:
 
 
 def _project_many(X: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project points ``X`` (..., 3) through every camera: (..., T, 2) px and (..., T) depth."""
-    R = c2w[:, :3, :3]
-    C = c2w[:, :3, 3]
-    xc = np.einsum("...k,tkj->...tj", X, R) - np.einsum("tk,tkj->tj", C, R)
+    """Project points ``X`` (..., 3) through every camera: (..., T, 2) px (NaN behind a camera)
+    and (..., T) depth."""
+    xc = to_cameras(X, c2w)
     z = xc[..., 2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        zs = np.where(z > 1e-9, z, np.nan)
-        u = K[:, 0, 0] * xc[..., 0] / zs + K[:, 0, 2]
-        v = K[:, 1, 1] * xc[..., 1] / zs + K[:, 1, 2]
-    return np.stack([u, v], -1), z
+    inv = np.full(z.shape, np.nan)
+    np.divide(1.0, z, out=inv, where=z > 1e-9)
+    uv = np.empty(z.shape + (2,))
+    for i in (0, 1):    # written in place: these arrays are the refine stage's largest
+        np.multiply(xc[..., i], inv, out=uv[..., i])
+        uv[..., i] *= K[:, i, i]
+        uv[..., i] += K[:, i, 2]
+    return uv, z
 
 
 def ray_candidates(query: np.ndarray, c2w: np.ndarray, K: np.ndarray,
@@ -56,6 +59,32 @@ def ray_candidates(query: np.ndarray, c2w: np.ndarray, K: np.ndarray,
     return X, depths, C, rays
 
 
+def _scan_cost(uv: np.ndarray, obs: np.ndarray, cap: float) -> np.ndarray:
+    """Truncated squared distance (n, D) of candidate projections ``uv`` (n, D, T, 2) to the
+    observations ``obs`` (n, T, 2), summed over frames. A candidate behind a camera (NaN) where
+    the track is seen counts as a miss (``cap``); frames where the track is not seen (NaN
+    observation) add ``cap`` to every candidate alike, which leaves the argmin unchanged. In
+    place on ``uv``'s memory: the (n, D, T) arrays are the refine stage's largest."""
+    d = uv[..., 0]
+    d -= obs[:, None, :, 0]
+    d *= d
+    e = uv[..., 1]
+    e -= obs[:, None, :, 1]
+    e *= e
+    d += e
+    return np.fmin(d, cap).sum(-1)
+
+
+def _best_depth(cost: np.ndarray, cap: float) -> np.ndarray:
+    """Index (n,) of the lowest cost per row of ``cost`` (n, D), depths ascending; among costs
+    equal to it up to rounding the farthest depth. Such ties are a ray through a nodal camera
+    path, which projects alike at every depth: the far end is the nodal answer (a tripod solve
+    puts its points far away too), and the tie must not be decided by the last bits of the
+    projection arithmetic."""
+    tie = cost <= cost.min(1, keepdims=True) + 1e-9 * cap
+    return cost.shape[1] - 1 - np.argmax(tie[:, ::-1], axis=1)
+
+
 def fit_static(xy_u: np.ndarray, vis: np.ndarray, query: np.ndarray, c2w: np.ndarray,
                K: np.ndarray, depth_range: tuple[float, float], tau: float, mode: str = "general",
                radius: float = 100.0, n_depths: int = 48
@@ -73,11 +102,8 @@ def fit_static(xy_u: np.ndarray, vis: np.ndarray, query: np.ndarray, c2w: np.nda
     n, T = vis.shape
     obs = np.where(vis[..., None], np.nan_to_num(xy_u), np.nan)
     X, depths, C, rays = ray_candidates(query, c2w, K, depth_range, mode, radius, n_depths)
-    uv, z = _project_many(X, c2w, K)                                # (n, D, T, 2)
-    r2 = np.sum((uv - obs[:, None]) ** 2, -1)
-    r2 = np.where(np.isnan(r2) & vis[:, None], np.inf, r2)          # behind a camera: miss
-    cost = np.nansum(np.minimum(r2, tau * tau), -1)                 # (n, D)
-    best = np.argmin(cost, 1)
+    uv, _ = _project_many(X, c2w, K)                                # (n, D, T, 2)
+    best = _best_depth(_scan_cost(uv, obs, tau * tau), tau * tau)  # (n,) of D depths
     d = depths[best]
     if len(depths) > 1:
         # polish: finer scan between the neighbouring coarse depths, inlier frames only
@@ -86,10 +112,8 @@ def fit_static(xy_u: np.ndarray, vis: np.ndarray, query: np.ndarray, c2w: np.nda
         fine = np.geomspace(lo, hi, 17, axis=1)                     # (n, 17)
         Xf = C[:, None] + fine[..., None] * rays[:, None]
         uvf, _ = _project_many(Xf, c2w, K)
-        r2f = np.sum((uvf - obs[:, None]) ** 2, -1)
-        r2f = np.where(np.isnan(r2f) & vis[:, None], np.inf, r2f)
-        costf = np.nansum(np.minimum(r2f, (0.5 * tau) ** 2), -1)
-        d = fine[np.arange(n), np.argmin(costf, 1)]
+        capf = (0.5 * tau) ** 2
+        d = fine[np.arange(n), _best_depth(_scan_cost(uvf, obs, capf), capf)]
     Xb = C + d[:, None] * rays
 
     def residuals(X):

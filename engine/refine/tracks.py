@@ -47,7 +47,10 @@ was measured and left out: with sparse queries and the lift's noisy moving-objec
 the geometry puts them) form the surface, only static fits the tracker does not agree with there
 can be hidden, and the points in front must surround the point (not at a silhouette edge).
 
-Memory: tracks are processed in chunks; per frame only one decoded frame is held. With a memory
+Memory: tracks are processed in chunks; one decoded frame is held at a time, and the final pass
+keeps up to ``DESCRIPTOR_CACHE_MB`` of per-frame descriptors between its passes over the
+footage (:class:`.appearance.DescriptorCache`; a short low-resolution clip is then decoded once,
+not once per chunk). With a memory
 limit (``budget``, :class:`engine.track.memory.MemoryBudget`) the chunks follow the limit, the
 (N, T) work arrays live in disk memory maps (in ``work_dir``) when they would not fit, and mapped pages
 are released after each chunk; each track is computed independently of its chunk, so the result
@@ -65,6 +68,7 @@ from ..lift.static import undistort_tracks
 from ..solve.camera import project, undistort_points
 from .static import fit_static, in_image
 from ..progress import stage_of
+from ..track.memory import MIB
 
 MIN_INLIER_FRACTION = 0.3   # of the tracker's visible frames, for a track to be re-fitted static
 MIN_INLIERS = 3
@@ -229,9 +233,14 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             parallax = mode == "general" and \
                 _baseline_ratio(c2w, out_tracks_3d, kind) >= MIN_BASELINE_RATIO
             strict = parallax and float(f.max() / f.min()) <= ZOOM_RATIO
+            from .appearance import DescriptorCache
+
+            cache_mb = DESCRIPTOR_CACHE_MB if not budget.limited else \
+                min(DESCRIPTOR_CACHE_MB, budget.block_bytes(0, 0.25) / MIB)
+            descs = DescriptorCache(footage, kernels, int(cache_mb * MIB))
             report.update(_appearance_visibility(footage, query, out_tracks_2d, out_visible,
                                                  out_confidence, visible, agree, ref_all, T,
-                                                 kernels, stage, progress, budget, work_dir,
+                                                 descs, stage, progress, budget, work_dir,
                                                  strict=strict))
             report["visibility"] = "geometry + appearance"
             thr = report.get("appearance_threshold")
@@ -245,14 +254,15 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                 sweep_ids, prior, doubted = np.flatnonzero(kind == 0), None, np.zeros(0, int)
                 if mode != "tripod":
                     sweep_ids, prior, doubted = _surface_gate(
-                        tex, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac)
+                        tex, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac,
+                        parallax)
                 # without parallax a point's depth hardly moves its track: plain ones are placed
                 plain = ~(tex[sweep_ids] > ANCHOR_MIN_TEXTURE) \
                     if not parallax and len(sweep_ids) else None
                 report.update(_appearance_sweep(
                     footage, sweep_ids, query, c2w, K, (near, far), mode, radius,
                     thr, report.pop("_good_threshold"), W, H, out_tracks_2d, out_visible,
-                    out_confidence, out_tracks_3d, out_group, out_reproj, kind, kernels,
+                    out_confidence, out_tracks_3d, out_group, out_reproj, kind, descs,
                     progress, budget, prior=prior, plain=plain))
                 # doubted static fits the sweep did not place keep their fit (already written)
                 kind[doubted[kind[doubted] != 3]] = 1
@@ -262,7 +272,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                     report.update(_plain_regions(
                         footage, query, tex, kind, c2w, K, (near, far), thr, W, H,
                         out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
-                        out_reproj, kernels, progress, budget))
+                        out_reproj, descs, progress, budget))
             report.pop("_good_threshold", None)
         else:
             report["visibility"] = "geometry only (no footage)" if footage is None else "geometry"
@@ -302,7 +312,7 @@ def _baseline_ratio(c2w: np.ndarray, tracks_3d, kind: np.ndarray, sample: int = 
 
 
 def _appearance_visibility(footage, query, out_tracks_2d, out_visible, out_confidence,
-                           visible, agree, ref_all, T, kernels, stage, progress, budget=None,
+                           visible, agree, ref_all, T, descs, stage, progress, budget=None,
                            work_dir=None, strict: bool = False) -> dict:
     """Mark refined points occluded where the query appearance is absent at the projection and
     the tracker's observation does not agree with the geometry (``strict``: the two thresholds of
@@ -322,8 +332,8 @@ def _appearance_visibility(footage, query, out_tracks_2d, out_visible, out_confi
         budget.release(out_tracks_2d)      # a column of (N, T, 2) touches every page
         return p
 
-    cost = appearance_costs(footage, q, positions, T, kernels, check_cancel=check,
-                            budget=budget, work_dir=work_dir)
+    cost = appearance_costs(footage, q, positions, T, check_cancel=check, budget=budget,
+                            work_dir=work_dir, descs=descs)
     rows = _limited_rows(len(ids), T, budget, 48, share=0.2, least=1)
     chunks = [slice(s, s + rows) for s in range(0, len(ids), rows)]
     pos = [cost[c][agree[ids[c]] & np.isfinite(cost[c])] for c in chunks]
@@ -396,6 +406,11 @@ PLAIN_NODAL_CONFIDENCE = 0.4
 #: evidence is the region's, not the point's own
 PLAIN_REGION_CONFIDENCE = 0.6
 ANCHOR_MIN_TEXTURE = 0.03   # grey-level std (0..1, 7x7 box) for a static-fit track to be an anchor
+#: MiB of per-frame descriptors kept between the final pass's streams over the footage (the
+#: appearance visibility, each chunk of the sweep and of the plain regions): a 48-frame 320x240
+#: clip fits whole (2.4 MiB a frame), so its footage is decoded and described once instead of
+#: ~100 times; with a memory limit at most a quarter of the spare memory
+DESCRIPTOR_CACHE_MB = 256
 PRIOR_RADIUS_FRAC = 0.3     # neighbourhood radius: this fraction of the image diagonal
 PRIOR_NEIGHBOURS = 32
 # a static fit is doubted (re-placed by the sweep with the prior) on a plain query pixel when few
@@ -407,7 +422,7 @@ DOUBT_MIN_LOG_DEPTH = 0.2
 
 def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, thr_occ, thr_good,
                       W, H, out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
-                      out_reproj, kind, kernels, progress, budget=None, prior=None,
+                      out_reproj, kind, descs, progress, budget=None, prior=None,
                       plain=None) -> dict:
     """Tracks the tracker lost (no static fit from its 2D): choose the depth on the query ray
     whose projections match the query appearance in most frames (a per-point plane sweep over
@@ -450,7 +465,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
                 fine = np.geomspace(lo, hi, 17, axis=1)
                 X = C[:, None] + fine[..., None] * rays[:, None]
             uv, _ = _project_many(X, c2w, K)
-            cost = sweep_costs(footage, q.astype(np.float32), uv, kernels, check)
+            cost = sweep_costs(footage, q.astype(np.float32), uv, check_cancel=check, descs=descs)
             cost[np.arange(n), :, qt] = np.nan          # the query frame matches trivially
             inf = np.isfinite(cost)
             good = (cost < thr_good).sum(-1)
@@ -529,7 +544,7 @@ def _write_placed(ids, uv, vis, conf, X, out_tracks_2d, out_visible, out_confide
 
 def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H,
                    out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
-                   out_reproj, kernels, progress, budget=None) -> dict:
+                   out_reproj, descs, progress, budget=None) -> dict:
     """Static points on plain query pixels re-placed at the depth of their plain region's plane
     (:mod:`.regions`), in shots with parallax, and lost ones (kind 0) placed there where most of
     their region's points are static; visible where in frame and their query appearance
@@ -567,7 +582,8 @@ def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H
         _, _, C, rays = ray_candidates(qs, c2w, K, depth_range, n_depths=1)
         X = C + d[s:s + step, None] * rays
         uv, z = _project_many(X, c2w, K)
-        cost = sweep_costs(footage, qs.astype(np.float32), uv[:, None], kernels, check)[:, 0]
+        cost = sweep_costs(footage, qs.astype(np.float32), uv[:, None], check_cancel=check,
+                           descs=descs)[:, 0]
         cost[np.arange(len(qs)), qt] = 0.0
         inframe = (z > 0) & in_image(uv, W, H)
         vis = inframe & ~(cost > thr_occ)
@@ -592,8 +608,8 @@ def _query_contrast(footage, query, need: np.ndarray, T: int, check=None) -> np.
     return tex
 
 
-def _surface_gate(tex, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _surface_gate(tex, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac,
+                  parallax: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Which tracks the appearance sweep places, and the surface prior of each.
 
     The local surface (:mod:`.neighbours`) comes from the textured static-fit tracks (kind 1,
@@ -601,7 +617,9 @@ def _surface_gate(tex, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac
     Besides the tracks the tracker lost (kind 0), a static fit is doubted, and handed to the sweep,
     when its own evidence is weak (plain query pixel, contrast below ``ANCHOR_MIN_TEXTURE``, and
     fewer than ``DOUBT_MAX_FIT_FRACTION`` of its visible observations agree with it) and its depth
-    disagrees with the surface by more than ``DOUBT_MIN_LOG_DEPTH``. Returns (sorted track ids,
+    disagrees with the surface by more than ``DOUBT_MIN_LOG_DEPTH``; without ``parallax`` every
+    depth of a ray projects alike, so depths cannot disagree and the weak evidence alone
+    decides. Returns (sorted track ids,
     prior depth along each query ray (NaN: no surface there), the doubted static-fit ids).
     ``tex`` (N,): query pixel contrast of (at least) the static-fit tracks
     (:func:`_query_contrast`).
@@ -627,7 +645,7 @@ def _surface_gate(tex, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac
     own = np.linalg.norm(np.asarray(out_tracks_3d[doubt, 0], np.float64) - c2w[qt, :3, 3], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         off = np.abs(np.log(own / d[nl:]))
-    sel = np.isfinite(off) & (off > DOUBT_MIN_LOG_DEPTH)
+    sel = np.isfinite(off) & (off > DOUBT_MIN_LOG_DEPTH) if parallax else np.ones(len(doubt), bool)
     doubted = doubt[sel]
     ids = np.concatenate([lost, doubted])
     prior = np.concatenate([d[:nl], d[nl:][sel]])

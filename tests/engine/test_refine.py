@@ -191,6 +191,50 @@ def test_appearance_cost_separates_visible_from_occluded(tmp_path):
     assert np.nanmedian(cost[hidden]) > 2 * np.nanmedian(cost[seen])
 
 
+def test_descriptor_cache_gives_the_same_costs_and_decodes_the_clip_once(tmp_path):
+    """Passes that share a DescriptorCache give exactly the costs of uncached passes; with room
+    for every frame only the first pass decodes the footage, and a cache too small for one frame
+    keeps nothing (each pass decodes it again)."""
+    from track_synth import make_clip, write_sequence
+
+    from engine.decode import open_footage
+    from engine.refine.appearance import DescriptorCache, appearance_costs, sweep_costs
+
+    clip = make_clip(160, 120, n_frames=10, seed=3, square=30, sq_speed=4.0, query_stride=10,
+                     noise=0.01)
+    fo = open_footage(write_sequence(clip, tmp_path / "seq"))
+    decoded = []
+    frames = fo.frames
+
+    def counting_frames():
+        for rgb in frames():
+            decoded.append(1)
+            yield rgb
+
+    fo.frames = counting_frames
+    q = clip.query.astype(np.float32)
+    T = clip.tracks.shape[1]
+    uv = np.stack([clip.tracks, clip.tracks + 3.0], 1).astype(np.float32)    # (n, 2, T, 2)
+
+    def passes(descs):
+        a = appearance_costs(fo, q, lambda t: clip.tracks[:, t].astype(np.float32), T,
+                             descs=descs)
+        return a, sweep_costs(fo, q, uv, descs=descs)
+
+    plain = passes(None)
+    n_plain = len(decoded)
+    decoded.clear()
+    cache = DescriptorCache(fo, max_bytes=1 << 30)
+    cached = passes(cache)
+    assert len(decoded) == T + 1 < n_plain     # only the first streams decoded the clip
+    for x, y in zip(plain, cached):
+        np.testing.assert_array_equal(x, y)
+    decoded.clear()
+    tiny = DescriptorCache(fo, max_bytes=1)
+    np.testing.assert_array_equal(passes(tiny)[1], plain[1])
+    assert len(decoded) == n_plain and not tiny._store
+
+
 #: the occluder of :func:`_plane_clip`: a textured card of this side (px) sliding right across
 #: the middle of the frame at this speed (px / frame), starting just off the left edge
 CARD, CARD_SPEED = 44, 12
