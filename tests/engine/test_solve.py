@@ -60,6 +60,28 @@ def test_orbit_self_calibrated(orbit):
     assert len(kept & set(orbit["outliers"].tolist())) <= 0.2 * len(orbit["outliers"])
 
 
+def test_self_calibration_restarts_keep_the_best_constrained_run(orbit):
+    """A self-calibrated solve runs SOLVE_RESTARTS times (the later runs on tracks jittered far
+    below their noise) and keeps the run with the lowest focal uncertainty; a known focal runs
+    once; one run can be asked for."""
+    from engine.solve.pipeline import SOLVE_RESTARTS
+
+    sol = _solve(orbit)
+    runs = sol.report["restarts"]
+    assert len(runs) == SOLVE_RESTARTS >= 2 and all(r["ok"] for r in runs)
+    kept = [r for r in runs if r["kept"]]
+    assert len(kept) == 1
+    assert kept[0]["focal_sigma_rel"] == min(r["focal_sigma_rel"] for r in runs)
+    assert kept[0]["focal_px"] == sol.report["focal_px"]
+    # the jitter changes no information: every run lands on the same focal here
+    f = np.array([r["focal_px"] for r in runs])
+    assert np.ptp(f) / np.median(f) < 0.01
+    assert "restarts" not in _solve(orbit, focal=float(orbit["focals"][0])).report
+    one = _solve(orbit, restarts=1)
+    assert "restarts" not in one.report
+    assert one.report["focal_px"] == runs[0]["focal_px"]      # run 0 is the unjittered solve
+
+
 def test_known_focal_is_kept(orbit):
     f = float(orbit["focals"][0])
     sol = _solve(orbit, focal=f)
