@@ -62,8 +62,8 @@ def test_orbit_self_calibrated(orbit):
 
 def test_self_calibration_restarts_keep_the_best_constrained_run(orbit):
     """A self-calibrated solve runs SOLVE_RESTARTS times (the later runs on tracks jittered far
-    below their noise) and keeps the run with the lowest focal uncertainty; a known focal runs
-    once; one run can be asked for."""
+    below their noise) and keeps the first run unless a restart's focal uncertainty is clearly
+    lower; a known focal runs once; one run can be asked for."""
     from engine.solve.pipeline import SOLVE_RESTARTS
 
     sol = _solve(orbit)
@@ -71,7 +71,14 @@ def test_self_calibration_restarts_keep_the_best_constrained_run(orbit):
     assert len(runs) == SOLVE_RESTARTS >= 2 and all(r["ok"] for r in runs)
     kept = [r for r in runs if r["kept"]]
     assert len(kept) == 1
-    assert kept[0]["focal_sigma_rel"] == min(r["focal_sigma_rel"] for r in runs)
+    # run 0 unless a restart is clearly better constrained
+    from engine.solve.pipeline import RESTART_SIGMA_MARGIN
+
+    want = runs[0]
+    for r in runs[1:]:
+        if r["focal_sigma_rel"] < RESTART_SIGMA_MARGIN * want["focal_sigma_rel"]:
+            want = r
+    assert kept[0]["run"] == want["run"]
     assert kept[0]["focal_px"] == sol.report["focal_px"]
     # the jitter changes no information: every run lands on the same focal here
     f = np.array([r["focal_px"] for r in runs])
