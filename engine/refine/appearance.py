@@ -59,9 +59,7 @@ class DescriptorCache:
         if all(t in self._store for t in range(n)):
             for t in range(n):
                 yield t, (lambda t=t: self._store[t])
-            return
-        if n <= 0:
-            return
+            return          # (also every n <= 0: nothing to stream)
         for t, rgb in enumerate(self.footage.frames()):
             yield t, (lambda t=t, rgb=rgb: self._describe(t, rgb))
             if t >= n - 1:      # stop before decoding a frame nobody asked for
