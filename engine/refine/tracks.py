@@ -40,6 +40,12 @@ scale (measured: there they hid mostly visible points); the others keep the 99th
 tracker-hidden points only. Without footage only the geometry
 is used (in-frame test plus the tracker's agreement). Confidence follows the evidence.
 
+Last, with the footage, every visible point-frame must still look like its query pixel
+(:mod:`.constancy`): a plain point whose mean colour changed (an object passing in front of a
+noise-only wall, which the normalised descriptors cannot see), a textured one whose colour and
+pattern both changed, or a textured moving / non-rigid one whose pattern changed (a lost track
+left on the background) is hidden.
+
 A plain z-buffer test (any solved point much closer to the camera projecting onto the same place)
 was measured and left out: with sparse queries and the lift's noisy moving-object depths only
 ~15 % of its occlusion calls were right on the sample clip. The final pass runs a restricted one
@@ -287,6 +293,12 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                 out_confidence[hid, ht] = 0.1
             report["n_occluded_by_geometry"] = int(len(hid))
             report["occlusion_check"] = occ_rep
+        if footage is not None:
+            from .constancy import constancy_veto
+
+            report["constancy"] = constancy_veto(
+                footage, query, out_tracks_2d, out_visible, out_confidence, out_group, budget,
+                progress.check if progress is not None else None)
         stage.advance()
     finally:
         stage.__exit__(None, None, None)

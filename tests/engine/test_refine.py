@@ -463,7 +463,10 @@ def test_nodal_shot_places_plain_points_the_tracker_lost_on_their_rays(tmp_path,
     e = np.linalg.norm(out["xy"] - uv, axis=-1)
     assert np.percentile(e[plain][vis[plain]], 90) < 0.2 < 2.0 < np.median(
         np.linalg.norm(xy - uv, axis=-1)[plain][vis[plain]])
-    assert (out["v"][plain] == vis[plain]).mean() > 0.95
+    # visibility is the truth's, or hidden where the output position is wrong (the tracks the
+    # rule left to the tracker drift off their plain patch: the constancy check hides them)
+    agree = (out["v"] == vis) | (~out["v"] & (e > 4))
+    assert agree[plain].mean() > 0.95
     assert (out["g"][plain][res.kind[plain] > 0] == -1).all()
     # flagged by a low confidence (no appearance evidence), unlike the textured points
     assert 0 < np.median(out["c"][plain][vis[plain]]) <= 0.5 < np.median(out["c"][~plain][vis[~plain]])
