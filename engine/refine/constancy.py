@@ -57,7 +57,7 @@ MIN_CHUNK = 256
 HIDDEN_CONFIDENCE = 0.1
 #: bytes per track of a chunk: query template, colours, flags, and per frame position + flags
 BYTES_PER_TRACK = (2 * RADIUS + 1) ** 2 * 4 + 64
-BYTES_PER_TRACK_FRAME = 8 + 1 + 4
+BYTES_PER_TRACK_FRAME = 16 + 1 + 4 + 3   # positions (f64), visibility, confidence, temporaries
 
 
 def _offsets() -> np.ndarray:
