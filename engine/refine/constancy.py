@@ -52,7 +52,7 @@ TEXTURED_ZNCC = 0.3         # ... together with a pattern change
 MOVING_ZNCC = 0.4           # textured tracks outside the static group: pattern change alone
 MIN_GAIN_POINTS = 20        # fewer checked points on a frame: no exposure correction
 GAIN_RANGE = (0.25, 4.0)
-GAIN_SAMPLE = 4096          # tracks the exposure gains come from when chunked
+GAIN_SAMPLE = 4096          # at most this many tracks give the exposure gains
 MIN_CHUNK = 256
 HIDDEN_CONFIDENCE = 0.1
 #: bytes per track of a chunk: query template, colours, flags, and per frame position + flags
@@ -124,9 +124,10 @@ def constancy_veto(footage, query, tracks_2d, visible, confidence, group,
     :class:`engine.track.memory.MemoryBudget` (None: unlimited). ``tick()`` is called once per
     decoded frame. Returns a report (counts of hidden point-frames per rule, exposure gains).
 
-    Tracks go in chunks that fit the budget; when there is more than one, the exposure gains come
-    first from an even sample of ``GAIN_SAMPLE`` tracks (the same for every chunk, so the result
-    does not depend on the chunking while the sample holds every track).
+    Tracks go in chunks that fit the budget. With more than one chunk or more than
+    ``GAIN_SAMPLE`` tracks, the exposure gains come first from an even sample of at most
+    ``GAIN_SAMPLE`` tracks (every track when there are fewer), the same for every chunk: the
+    result does not depend on the chunking or the memory limit.
     """
     from ..track.memory import MemoryBudget
 
@@ -137,7 +138,9 @@ def constancy_veto(footage, query, tracks_2d, visible, confidence, group,
     chunk = max(MIN_CHUNK, int(budget.block_bytes(256 << 20, 0.25) // per))
     rep = {"checked": 0, "hidden_plain_colour": 0, "hidden_textured": 0, "hidden_moving": 0}
     gains = None
-    if N > chunk:
+    # more tracks than one sample or one chunk: gains from the fixed sample, so that the result
+    # depends neither on the chunking nor on the memory limit
+    if N > min(chunk, GAIN_SAMPLE):
         ids = np.unique(np.linspace(0, N - 1, min(N, GAIN_SAMPLE)).astype(int))
         gains = _sample_gains(footage, np.asarray(query[ids], np.float64), tracks_2d, visible,
                               ids, T, tick)

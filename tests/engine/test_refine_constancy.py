@@ -169,3 +169,10 @@ def test_chunked_run_gives_the_same_result(tmp_path, monkeypatch):
                                   tick=lambda: ticks.append(1))
     assert len(ticks) > 4 * T            # several chunks, each streaming the clip
     assert (a == b).all() and ra["hidden"] == rb["hidden"] > 0
+    # more tracks than the gain sample: the sample's gains, chunked or not
+    monkeypatch.setattr(constancy, "GAIN_SAMPLE", 24)
+    c, d = vis.copy(), vis.copy()
+    rc = constancy.constancy_veto(footage, query, xy, c, conf.copy(), group)
+    rd = constancy.constancy_veto(footage, query, xy, d, conf.copy(), group, MemoryBudget(400))
+    assert (c == d).all() and rc == rd
+    assert (c == a).all()        # 24 of the points measure the same exposure step here
