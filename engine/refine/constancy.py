@@ -44,6 +44,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..match.ops import sample_points
+
 RADIUS = 4                  # patch half-size, working pixels
 PLAIN_STD = 0.03            # grey std (0..1) of a query patch below which it is plain
 PLAIN_COLOUR = 15 / 255     # plain: largest channel change of the mean colour
@@ -66,42 +68,37 @@ def _offsets() -> np.ndarray:
     return np.stack([xx.ravel(), yy.ravel()], 1)
 
 
-def _remap(img: np.ndarray, mx: np.ndarray, my: np.ndarray) -> np.ndarray:
-    """Bilinear samples at float maps (rows of at most 8192: remap's limit is 32767)."""
-    import cv2
-
-    out = np.empty(mx.shape + img.shape[2:], np.float32)
-    for r in range(0, len(mx), 8192):
-        out[r:r + 8192] = cv2.remap(img, mx[r:r + 8192], my[r:r + 8192], cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_REPLICATE)
-    return out
-
-
 def _patches(grey: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """(M, P) grey samples around ``xy`` (M, 2) working px, normalised to zero mean and unit
-    norm (a flat patch stays near zero)."""
+    """(M, P) grey samples of ``grey`` (1, h, w) around ``xy`` (M, 2) working px, normalised
+    to zero mean and unit norm (a flat patch stays near zero)."""
+    return _normalised(_raw_patches(grey, xy))
+
+
+def _raw_patches(grey: np.ndarray, xy: np.ndarray) -> np.ndarray:
     o = _offsets()
-    p = _remap(grey, (xy[:, None, 0] + o[None, :, 0]).astype(np.float32),
-               (xy[:, None, 1] + o[None, :, 1]).astype(np.float32))
-    p -= p.mean(1, keepdims=True)
+    return sample_points(grey, (xy[:, None, :] + o[None]).reshape(-1, 2)).reshape(len(xy), -1)
+
+
+def _normalised(p: np.ndarray) -> np.ndarray:
+    p = p - p.mean(1, keepdims=True)
     return p / (np.sqrt((p * p).sum(1, keepdims=True)) + 1e-6)
 
 
 class _Frame:
-    """One decoded frame: float RGB / grey in 0..1 and the RGB box mean over the patch."""
+    """One decoded frame: grey (1, h, w) in 0..1 and the RGB box mean over the patch (3, h, w)."""
 
     def __init__(self, rgb: np.ndarray):
         import cv2
 
-        self.rgb = rgb.astype(np.float32) / 255.0
-        self.grey = cv2.cvtColor(self.rgb, cv2.COLOR_RGB2GRAY)
+        rgb = rgb.astype(np.float32) / 255.0
+        self.grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[None]
         k = 2 * RADIUS + 1
-        self.mean = cv2.blur(self.rgb, (k, k), borderType=cv2.BORDER_REPLICATE)
+        self.mean = np.ascontiguousarray(
+            cv2.blur(rgb, (k, k), borderType=cv2.BORDER_REPLICATE).transpose(2, 0, 1))
 
     def colour(self, xy: np.ndarray) -> np.ndarray:
         """(M, 3) mean colour of the patch around each of ``xy`` (M, 2) working px."""
-        return _remap(self.mean, xy[:, None, 0].astype(np.float32),
-                      xy[:, None, 1].astype(np.float32))[:, 0]
+        return sample_points(self.mean, xy)
 
 
 def exposure_gain(colour: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -173,11 +170,9 @@ def _query_colours(footage, q: np.ndarray, T: int, tick, templates: bool = False
             fr = _Frame(rgb)
             ref[sel] = fr.colour(qw[sel])
             if templates:
-                o = _offsets()
-                raw = _remap(fr.grey, (qw[sel, None, 0] + o[None, :, 0]).astype(np.float32),
-                             (qw[sel, None, 1] + o[None, :, 1]).astype(np.float32))
+                raw = _raw_patches(fr.grey, qw[sel])
                 plain[sel] = ~(raw.std(1) >= PLAIN_STD)
-                tpl[sel] = _patches(fr.grey, qw[sel])
+                tpl[sel] = _normalised(raw)
         tick()
         if t >= last_q:     # every reference taken: do not decode the rest
             break
