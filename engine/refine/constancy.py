@@ -60,12 +60,8 @@ HIDDEN_CONFIDENCE = 0.1
 #: bytes per track of a chunk: query template, colours, flags, and per frame position + flags
 BYTES_PER_TRACK = (2 * RADIUS + 1) ** 2 * 4 + 64
 BYTES_PER_TRACK_FRAME = 16 + 1 + 4 + 3   # positions (f64), visibility, confidence, temporaries
-
-
-def _offsets() -> np.ndarray:
-    g = np.arange(-RADIUS, RADIUS + 1, dtype=np.float32)
-    yy, xx = np.meshgrid(g, g, indexing="ij")
-    return np.stack([xx.ravel(), yy.ravel()], 1)
+_OFFS = np.stack(np.meshgrid(np.arange(-RADIUS, RADIUS + 1), np.arange(-RADIUS, RADIUS + 1),
+                              indexing="xy"), -1).reshape(-1, 2).astype(np.float32)   # (P, 2) x, y
 
 
 def _patches(grey: np.ndarray, xy: np.ndarray) -> np.ndarray:
@@ -75,8 +71,7 @@ def _patches(grey: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 def _raw_patches(grey: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    o = _offsets()
-    return sample_points(grey, (xy[:, None, :] + o[None]).reshape(-1, 2)).reshape(len(xy), -1)
+    return sample_points(grey, (xy[:, None, :] + _OFFS[None]).reshape(-1, 2)).reshape(len(xy), -1)
 
 
 def _normalised(p: np.ndarray) -> np.ndarray:

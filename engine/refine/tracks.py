@@ -653,11 +653,14 @@ def _surface_gate(tex, query, c2w, K, W, H, out_tracks_3d, kind, agree, fit_frac
                                track_ids=cand, radius_px=PRIOR_RADIUS_FRAC * float(np.hypot(W, H)),
                                k=PRIOR_NEIGHBOURS)
     nl = len(lost)
-    qt = np.clip(np.round(qc[nl:, 0]).astype(int), 0, T - 1)
-    own = np.linalg.norm(np.asarray(out_tracks_3d[doubt, 0], np.float64) - c2w[qt, :3, 3], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        off = np.abs(np.log(own / d[nl:]))
-    sel = np.isfinite(off) & (off > DOUBT_MIN_LOG_DEPTH) if parallax else np.ones(len(doubt), bool)
+    sel = np.ones(len(doubt), bool)
+    if parallax:    # the doubted fit's depth against the surface's
+        qt = np.clip(np.round(qc[nl:, 0]).astype(int), 0, T - 1)
+        own = np.linalg.norm(np.asarray(out_tracks_3d[doubt, 0], np.float64) - c2w[qt, :3, 3],
+                             axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            off = np.abs(np.log(own / d[nl:]))
+        sel = np.isfinite(off) & (off > DOUBT_MIN_LOG_DEPTH)
     doubted = doubt[sel]
     ids = np.concatenate([lost, doubted])
     prior = np.concatenate([d[:nl], d[nl:][sel]])
