@@ -24,6 +24,8 @@ from ..progress import stage_of
 def _static_projector(Xs: np.ndarray, c2w: np.ndarray, K: np.ndarray, image_size):
     W, H = image_size
     Xs = Xs[np.isfinite(Xs).all(1)]
+    # filled lazily, also from the lift's threads: a frame computed twice at once is the same
+    # value stored twice
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def fn(t: int):
@@ -67,6 +69,8 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     ``static_points`` (m, 3) world points of the static tracks the solve used (for depth
     continuity). Returns the lift part of the solve report.
     """
+    from ..parallel import loop_workers, ordered_map
+    from ..track.memory import MemoryBudget, process_limit
     from .nonrigid import lift_nonrigid
     from .rigid import assign_to_groups, find_groups, group_tracks_3d
     from .static import lift_static, undistort_tracks
@@ -83,23 +87,30 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     n_chunks = (N + chunk - 1) // chunk
     stage = stage_of(progress, "lift", total=n_chunks + 2)
     stage.__enter__()
+    # threads over chunks of tracks (one under a memory limit: chunks are sized for one)
+    workers = loop_workers(MemoryBudget(process_limit()))
+
+    def static_chunk(s: int):
+        sl = slice(s, min(N, s + chunk))
+        vis = np.asarray(visible[sl]).astype(bool)
+        xy_u = undistort_tracks(np.asarray(tracks_2d[sl]), vis, K, dist)
+        X, rms = lift_static(xy_u, vis, K, c2w, mode, radius)
+        nv = vis.sum(1)
+        static = (rms < thr) & (nv >= 2)
+        out = np.full((sl.stop - s, T, 3), np.nan, np.float32)
+        out[static] = X[static, None, :].astype(np.float32)
+        out_tracks_3d[sl] = out
+        g = np.full(sl.stop - s, -1, np.int32)
+        out_group[sl] = g
+        out_reproj[sl] = np.where(static, rms, np.nan).astype(np.float32)
+        return rms[static], s + np.flatnonzero(~static & (nv >= 2)), s + np.flatnonzero(nv < 2)
+
     try:
-        for s in range(0, N, chunk):
-            sl = slice(s, min(N, s + chunk))
-            vis = np.asarray(visible[sl]).astype(bool)
-            xy_u = undistort_tracks(np.asarray(tracks_2d[sl]), vis, K, dist)
-            X, rms = lift_static(xy_u, vis, K, c2w, mode, radius)
-            nv = vis.sum(1)
-            static = (rms < thr) & (nv >= 2)
-            out = np.full((sl.stop - s, T, 3), np.nan, np.float32)
-            out[static] = X[static, None, :].astype(np.float32)
-            out_tracks_3d[sl] = out
-            g = np.full(sl.stop - s, -1, np.int32)
-            out_group[sl] = g
-            out_reproj[sl] = np.where(static, rms, np.nan).astype(np.float32)
-            st_err.append(rms[static])
-            dyn.append(s + np.flatnonzero(~static & (nv >= 2)))
-            single.append(s + np.flatnonzero(nv < 2))
+        # chunks in threads (each writes its own rows; results gathered in order)
+        for e, d, one in ordered_map(static_chunk, ((s,) for s in range(0, N, chunk)), workers):
+            st_err.append(e)
+            dyn.append(d)
+            single.append(one)
             stage.advance()
         dyn_ids = np.concatenate(dyn) if dyn else np.zeros(0, int)
         single_ids = np.concatenate(single) if single else np.zeros(0, int)
@@ -115,7 +126,8 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
         nonrigid_id = n_rigid
         dyn_err, n_nonrigid = [], 0
         n_in_group = np.zeros(n_rigid, int)
-        for s in range(0, len(dyn_ids), chunk):
+
+        def dynamic_chunk(s: int):
             ids = dyn_ids[s:s + chunk]
             vis = np.asarray(visible[ids]).astype(bool)
             xy = np.asarray(tracks_2d[ids])
@@ -125,22 +137,28 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
             else:
                 lab, Xo = -np.ones(len(ids), int), None
             X3 = np.full((len(ids), T, 3), np.nan)
+            counts = np.zeros(n_rigid, int)
             for gi, g in enumerate(groups):
                 m = lab == gi
                 if m.any():
                     X3[m] = group_tracks_3d(Xo[m], g.obj_to_world)
-                    n_in_group[gi] += int(m.sum())
+                    counts[gi] = int(m.sum())
             nr = lab < 0
             if nr.any():
                 X3[nr] = lift_nonrigid(xy_u[nr], vis[nr], K, c2w, static_fn, default_depth)
-                n_nonrigid += int(nr.sum())
             lab = np.where(nr, nonrigid_id, lab)
             err = reprojection_rms(X3, np.nan_to_num(xy.astype(np.float64)), vis, c2w, K, dist)
             order = np.argsort(ids)
             out_tracks_3d[ids[order]] = X3[order].astype(np.float32)
             out_group[ids[order]] = lab[order].astype(np.int32)
             out_reproj[ids[order]] = err[order].astype(np.float32)
-            dyn_err.append(err[~nr])
+            return err[~nr], counts, int(nr.sum())
+
+        for e, counts, k in ordered_map(dynamic_chunk, ((s,) for s in range(0, len(dyn_ids), chunk)),
+                                        workers, progress.check if progress is not None else None):
+            dyn_err.append(e)
+            n_in_group += counts
+            n_nonrigid += k
         if len(single_ids):
             vis = np.asarray(visible[single_ids]).astype(bool)
             xy_u = undistort_tracks(np.asarray(tracks_2d[single_ids]), vis, K, dist)

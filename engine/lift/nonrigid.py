@@ -28,14 +28,15 @@ def lift_nonrigid(xy_u: np.ndarray, vis: np.ndarray, K: np.ndarray, c2w: np.ndar
         else:
             depth[m, t] = default_depth
     # temporal running median over visible frames
-    sm = depth.copy()
+    # (rows without any depth in the window are left NaN rather than passed to nanmedian, whose
+    # all-NaN warning could only be silenced by warnings.catch_warnings, which is not
+    # thread-safe: the lift runs chunks in threads)
+    sm = np.full_like(depth, np.nan)
     for t in range(T):
-        lo, hi = max(0, t - 2), min(T, t + 3)
-        with np.errstate(all="ignore"):
-            import warnings
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                sm[:, t] = np.where(vis[:, t], np.nanmedian(depth[:, lo:hi], axis=1), np.nan)
+        win = depth[:, max(0, t - 2):min(T, t + 3)]
+        rows = vis[:, t] & np.isfinite(win).any(1)
+        if rows.any():
+            sm[rows, t] = np.nanmedian(win[rows], axis=1)
     xn = (xy_u[..., 0] - K[:, 0, 2]) / K[:, 0, 0]
     yn = (xy_u[..., 1] - K[:, 1, 2]) / K[:, 1, 1]
     xc = np.stack([xn * sm, yn * sm, sm], -1)

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..match.ops import Kernels, sample_points
+from ..parallel import ordered_map
 from .static import in_image
 
 _OFFS = np.array([(dx, dy) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], np.float32)
@@ -31,10 +32,9 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def _patch(desc: np.ndarray, xy_work: np.ndarray) -> np.ndarray:
-    """(M, C, 9) descriptors sampled at the 3x3 neighbourhood of ``xy_work`` (M, 2)."""
-    m = len(xy_work)
-    pts = (xy_work[:, None, :] + _OFFS[None]).reshape(-1, 2)
-    return sample_points(desc, pts).reshape(m, 9, -1).transpose(0, 2, 1)
+    """(M, C, 9) descriptors sampled at the 3x3 neighbourhood of ``xy_work`` (M, 2) (a view of
+    (M, 9, C) memory)."""
+    return sample_points(desc, xy_work, _OFFS).transpose(0, 2, 1)
 
 
 class DescriptorCache:
@@ -68,7 +68,10 @@ class DescriptorCache:
     def _describe(self, t: int, rgb: np.ndarray) -> np.ndarray:
         d = self._store.get(t)
         if d is None:
-            d = self.kernels.features(_gray(rgb))
+            # held with the channels interleaved (a planar view of (h, w, C) memory):
+            # sample_points then reads it without a copy
+            d = np.moveaxis(np.ascontiguousarray(
+                np.moveaxis(self.kernels.features(_gray(rgb)), 0, -1)), -1, 0)
             if self._bytes + d.nbytes <= self.max_bytes:
                 self._store[t] = d
                 self._bytes += d.nbytes
@@ -132,11 +135,13 @@ def appearance_costs(footage, query: np.ndarray, positions: Callable[[int], np.n
 
 def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | None = None,
                 check_cancel: Callable[[], None] | None = None,
-                descs: DescriptorCache | None = None) -> np.ndarray:
+                descs: DescriptorCache | None = None, workers: int = 1) -> np.ndarray:
     """Appearance costs (n, D, T) float32 of D candidate paths per track: ``uv`` (n, D, T, 2)
     input pixels (NaN = no candidate there), against each track's query appearance (``query``
     (n, 3)). Used to choose a static point's depth along its query ray by appearance alone.
-    ``descs``: descriptors kept from earlier passes (:class:`DescriptorCache`; None: none)."""
+    ``descs``: descriptors kept from earlier passes (:class:`DescriptorCache`; None: none).
+    ``workers``: frames compared at once in threads (:mod:`engine.parallel`; the same result,
+    each in flight holds (n, D, C, 9) patches)."""
     descs = descs or DescriptorCache(footage, kernels)
     n, D, T = uv.shape[:3]
     qt = np.clip(np.round(query[:, 0]).astype(int), 0, T - 1)
@@ -153,17 +158,23 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
     if ref is None:
         return cost
     W, H = footage.input_size
-    for t, get in descs.frames(T - 1):
-        if check_cancel:
-            check_cancel()
+
+    def frame_costs(t: int, desc: np.ndarray) -> None:
         xy = uv[:, :, t].reshape(-1, 2)
         ok = np.isfinite(xy).all(1) & in_image(xy, W, H)
         if not ok.any():
-            continue
-        p = _patch(get(), footage.to_work_pixels(xy[ok].astype(np.float32)))
-        c = np.full(n * D, np.nan, np.float32)
-        c[ok] = np.abs(p - ref[np.flatnonzero(ok) // D]).mean(axis=(1, 2))
-        cost[:, :, t] = c.reshape(n, D)
+            return
+        # every candidate is sampled (those out of frame at a dummy position, then blanked):
+        # the references then broadcast over the D candidates instead of being gathered
+        p = _patch(desc, footage.to_work_pixels(np.where(ok[:, None], xy, 0).astype(np.float32)))
+        c = np.abs(p.reshape(n, D, *p.shape[1:]) - ref[:, None]).mean(axis=(2, 3))
+        c[~ok.reshape(n, D)] = np.nan
+        cost[:, :, t] = c
+
+    # frames in threads (descriptors fetched on this thread, in order)
+    for _ in ordered_map(frame_costs, ((t, get()) for t, get in descs.frames(T - 1)), workers,
+                         check_cancel):
+        pass
     return cost
 
 

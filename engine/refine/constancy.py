@@ -71,7 +71,7 @@ def _patches(grey: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 def _raw_patches(grey: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    return sample_points(grey, (xy[:, None, :] + _OFFS[None]).reshape(-1, 2)).reshape(len(xy), -1)
+    return sample_points(grey, xy, _OFFS)[..., 0]
 
 
 def _normalised(p: np.ndarray) -> np.ndarray:
@@ -88,8 +88,8 @@ class _Frame:
         rgb = rgb.astype(np.float32) / 255.0
         self.grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[None]
         k = 2 * RADIUS + 1
-        self.mean = np.ascontiguousarray(
-            cv2.blur(rgb, (k, k), borderType=cv2.BORDER_REPLICATE).transpose(2, 0, 1))
+        # (3, h, w) view of the interleaved blur: what sample_points reads without a copy
+        self.mean = np.moveaxis(cv2.blur(rgb, (k, k), borderType=cv2.BORDER_REPLICATE), -1, 0)
 
     def colour(self, xy: np.ndarray) -> np.ndarray:
         """(M, 3) mean colour of the patch around each of ``xy`` (M, 2) working px."""

@@ -73,6 +73,7 @@ import numpy as np
 from ..lift.static import undistort_tracks
 from ..solve.camera import project, undistort_points
 from .static import fit_static, in_image
+from ..parallel import loop_workers, ordered_map
 from ..progress import stage_of
 from ..track.memory import MIB
 
@@ -169,62 +170,75 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     ins = (tracks_2d, visible, confidence, query, tracks_3d, group, reproj_error)
     outs = (out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group, out_reproj,
             clean, agree)
+
+    def fit_chunk(s: int) -> None:
+        sl = slice(s, min(N, s + chunk))
+        vis = np.asarray(visible[sl]).astype(bool)
+        xy = np.asarray(tracks_2d[sl], np.float64)
+        q = np.asarray(query[sl], np.float64).copy()
+        g = np.asarray(group[sl]).astype(int)
+        err = np.asarray(reproj_error[sl], np.float64)
+        X3 = np.asarray(tracks_3d[sl], np.float64)
+        xy_u = undistort_tracks(xy, vis, K, dist)
+        if dist is not None:
+            qt = np.clip(np.round(q[:, 0]).astype(int), 0, T - 1)
+            for t in np.unique(qt):
+                m = qt == t
+                q[m, 1:3] = undistort_points(q[m, 1:3], K[t], dist)
+        Xs, inl, res = fit_static(xy_u, vis, q, c2w, K, (near, far), tau, mode, radius)
+        nv = vis.sum(1)
+        ni = inl.sum(1)
+        fit_frac[sl] = ni / np.maximum(nv, 1)
+        st = (ni >= min(MIN_INLIERS, T)) & (ni >= MIN_INLIER_FRACTION * np.maximum(nv, 1)) \
+            & np.isfinite(Xs).all(1)
+        rig = ~st & np.isin(g, list(rigid_groups)) & (err < thr_rigid) & np.isfinite(X3).all((1, 2))
+        k = np.where(st, 1, np.where(rig, 2, 0)).astype(np.int8)
+        kind[sl] = k
+        # positions: projection of the fitted point / the group's motion
+        X_new = np.where(st[:, None, None], Xs[:, None, :], X3)
+        uv = np.full(xy.shape, np.nan)
+        zz = np.full(vis.shape, np.nan)
+        ref = st | rig
+        for t in range(T):
+            if ref.any():
+                uv[ref, t], zz[ref, t] = project(c2w[t], K[t], X_new[ref, t], dist)
+        d_obs = np.linalg.norm(uv - np.nan_to_num(xy), axis=-1)
+        ag = vis & (d_obs < tau)
+        agree[sl] = ag & ref[:, None]
+        clean[sl] = np.where(ref[:, None], ag, vis)
+        inframe = (zz > 0) & in_image(uv, W, H)
+        out_xy = np.where(ref[:, None, None], uv, xy)
+        # keep positions defined off-screen / behind (NaN only where the geometry gives none)
+        out_xy = np.where(np.isfinite(out_xy), out_xy, xy)
+        out_tracks_2d[sl] = out_xy.astype(np.float32)
+        out_visible[sl] = np.where(ref[:, None], inframe, vis)
+        conf = np.asarray(confidence[sl], np.float32)
+        out_confidence[sl] = np.where(ref[:, None], np.where(inframe, np.where(ag, 1.0, 0.8), 0.0),
+                                      conf).astype(np.float32)
+        out_tracks_3d[sl] = X_new.astype(np.float32)
+        out_group[sl] = np.where(st, -1, g).astype(np.int32)
+        ninl = inl.sum(1)
+        rms = np.where(ninl > 0, np.sqrt(np.where(inl, res ** 2, 0).sum(1) / np.maximum(ninl, 1)),
+                       np.nan)
+        out_reproj[sl] = np.where(st, rms, err).astype(np.float32)
+        budget.release(*ins, *outs)
+
+    steps: dict[str, float] = {}        # wall seconds of each step, in order
+    t_lap = [time.monotonic()]
+
+    def lap(name: str) -> None:
+        now = time.monotonic()
+        steps[name] = round(now - t_lap[0], 3)
+        t_lap[0] = now
+
     n_chunks = -(-N // chunk)
     stage = stage_of(progress, "refine", total=n_chunks + 1)
     stage.__enter__()
     try:
-        for s in range(0, N, chunk):
-            sl = slice(s, min(N, s + chunk))
-            vis = np.asarray(visible[sl]).astype(bool)
-            xy = np.asarray(tracks_2d[sl], np.float64)
-            q = np.asarray(query[sl], np.float64).copy()
-            g = np.asarray(group[sl]).astype(int)
-            err = np.asarray(reproj_error[sl], np.float64)
-            X3 = np.asarray(tracks_3d[sl], np.float64)
-            xy_u = undistort_tracks(xy, vis, K, dist)
-            if dist is not None:
-                qt = np.clip(np.round(q[:, 0]).astype(int), 0, T - 1)
-                for t in np.unique(qt):
-                    m = qt == t
-                    q[m, 1:3] = undistort_points(q[m, 1:3], K[t], dist)
-            Xs, inl, res = fit_static(xy_u, vis, q, c2w, K, (near, far), tau, mode, radius)
-            nv = vis.sum(1)
-            ni = inl.sum(1)
-            fit_frac[sl] = ni / np.maximum(nv, 1)
-            st = (ni >= min(MIN_INLIERS, T)) & (ni >= MIN_INLIER_FRACTION * np.maximum(nv, 1)) \
-                & np.isfinite(Xs).all(1)
-            rig = ~st & np.isin(g, list(rigid_groups)) & (err < thr_rigid) & np.isfinite(X3).all((1, 2))
-            k = np.where(st, 1, np.where(rig, 2, 0)).astype(np.int8)
-            kind[sl] = k
-            # positions: projection of the fitted point / the group's motion
-            X_new = np.where(st[:, None, None], Xs[:, None, :], X3)
-            uv = np.full(xy.shape, np.nan)
-            zz = np.full(vis.shape, np.nan)
-            ref = st | rig
-            for t in range(T):
-                if ref.any():
-                    uv[ref, t], zz[ref, t] = project(c2w[t], K[t], X_new[ref, t], dist)
-            d_obs = np.linalg.norm(uv - np.nan_to_num(xy), axis=-1)
-            ag = vis & (d_obs < tau)
-            agree[sl] = ag & ref[:, None]
-            clean[sl] = np.where(ref[:, None], ag, vis)
-            inframe = (zz > 0) & in_image(uv, W, H)
-            out_xy = np.where(ref[:, None, None], uv, xy)
-            # keep positions defined off-screen / behind (NaN only where the geometry gives none)
-            out_xy = np.where(np.isfinite(out_xy), out_xy, xy)
-            out_tracks_2d[sl] = out_xy.astype(np.float32)
-            out_visible[sl] = np.where(ref[:, None], inframe, vis)
-            conf = np.asarray(confidence[sl], np.float32)
-            out_confidence[sl] = np.where(ref[:, None], np.where(inframe, np.where(ag, 1.0, 0.8), 0.0),
-                                          conf).astype(np.float32)
-            out_tracks_3d[sl] = X_new.astype(np.float32)
-            out_group[sl] = np.where(st, -1, g).astype(np.int32)
-            ninl = inl.sum(1)
-            rms = np.where(ninl > 0, np.sqrt(np.where(inl, res ** 2, 0).sum(1) / np.maximum(ninl, 1)),
-                           np.nan)
-            out_reproj[sl] = np.where(st, rms, err).astype(np.float32)
-            budget.release(*ins, *outs)
+        # chunks in threads: each writes only its own rows
+        for _ in ordered_map(fit_chunk, ((s,) for s in range(0, N, chunk)), loop_workers(budget)):
             stage.advance()
+        lap("geometry")
         report = {
             "tau_px": round(tau, 3), "depth_search": [round(near, 4), round(far, 4)],
             "n_static": int((kind == 1).sum()), "n_rigid": int((kind == 2).sum()),
@@ -249,6 +263,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                                                  descs, stage, progress, budget, work_dir,
                                                  strict=strict))
             report["visibility"] = "geometry + appearance"
+            lap("appearance_visibility")
             thr = report.get("appearance_threshold")
             if thr is not None and dist is None:
                 # query contrast in one pass over the query frames: the surface gate needs the
@@ -257,6 +272,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                 need = (kind == 0) if mode == "tripod" else (kind == 1) | (kind == 0)
                 tex = _query_contrast(footage, query, need, T,
                                       progress.check if progress is not None else None)
+                lap("query_contrast")
                 sweep_ids, prior, doubted = np.flatnonzero(kind == 0), None, np.zeros(0, int)
                 if mode != "tripod":
                     sweep_ids, prior, doubted = _surface_gate(
@@ -270,6 +286,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                     thr, report.pop("_good_threshold"), W, H, out_tracks_2d, out_visible,
                     out_confidence, out_tracks_3d, out_group, out_reproj, kind, descs,
                     progress, budget, prior=prior, plain=plain))
+                lap("depth_sweep")
                 # doubted static fits the sweep did not place keep their fit (already written)
                 kind[doubted[kind[doubted] != 3]] = 1
                 report["n_static_fit_doubted"] = int(len(doubted))
@@ -279,6 +296,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                         footage, query, tex, kind, c2w, K, (near, far), thr, W, H,
                         out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
                         out_reproj, descs, progress, budget))
+                    lap("plain_regions")
             report.pop("_good_threshold", None)
         else:
             report["visibility"] = "geometry only (no footage)" if footage is None else "geometry"
@@ -292,6 +310,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                 out_visible[hid, ht] = False
                 out_confidence[hid, ht] = 0.1
             report["n_occluded_by_geometry"] = int(len(hid))
+            lap("occlusion")
             report["occlusion_check"] = occ_rep
         if footage is not None:
             from .constancy import constancy_veto
@@ -299,11 +318,13 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
             report["constancy"] = constancy_veto(
                 footage, query, out_tracks_2d, out_visible, out_confidence, out_group, budget,
                 progress.check if progress is not None else None)
+            lap("constancy")
         stage.advance()
     finally:
         stage.__exit__(None, None, None)
     report["n_tracker_kept"] = int((kind == 0).sum())
     report["seconds"] = round(time.monotonic() - t_start, 3)
+    report["step_seconds"] = steps
     return RefineResult(refined=kind > 0, kind=kind, clean_visible=clean, report=report)
 
 
@@ -458,6 +479,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
     check = progress.check if progress is not None else None
     n_acc = n_amb = n_plain = 0
     n_prior = int(np.isfinite(prior).sum()) if prior is not None else 0
+    workers = loop_workers(budget)
     step = _limited_rows(int(max(16, 4e6 // (48 * T))), T, budget, CHUNK_BYTES_PER_TRACK_FRAME)
     for s in range(0, len(ids), step):
         sub = ids[s:s + step]
@@ -477,7 +499,8 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
                 fine = np.geomspace(lo, hi, 17, axis=1)
                 X = C[:, None] + fine[..., None] * rays[:, None]
             uv, _ = _project_many(X, c2w, K)
-            cost = sweep_costs(footage, q.astype(np.float32), uv, check_cancel=check, descs=descs)
+            cost = sweep_costs(footage, q.astype(np.float32), uv, check_cancel=check, descs=descs,
+                               workers=workers)
             cost[np.arange(n), :, qt] = np.nan          # the query frame matches trivially
             inf = np.isfinite(cost)
             good = (cost < thr_good).sum(-1)
@@ -595,7 +618,7 @@ def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H
         X = C + d[s:s + step, None] * rays
         uv, z = _project_many(X, c2w, K)
         cost = sweep_costs(footage, qs.astype(np.float32), uv[:, None], check_cancel=check,
-                           descs=descs)[:, 0]
+                           descs=descs, workers=loop_workers(budget))[:, 0]
         cost[np.arange(len(qs)), qt] = 0.0
         inframe = (z > 0) & in_image(uv, W, H)
         vis = inframe & ~(cost > thr_occ)

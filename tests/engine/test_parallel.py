@@ -1,0 +1,208 @@
+"""Threaded loops (engine.parallel) give the serial results; the interleaved-channel sampler gives
+exactly the per-channel samples."""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine.parallel import loop_workers, ordered_map  # noqa: E402
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_ordered_map_keeps_order_and_runs_at_most_workers_ahead(workers):
+    consumed, running, most = [], [0], [0]
+    lock = threading.Lock()
+
+    def items():
+        for i in range(20):
+            consumed.append(i)
+            yield (i,)
+
+    def fn(i):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.002 * (i % 3))       # later items may finish first
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    out = []
+    for r in ordered_map(fn, items(), workers):
+        out.append(r)
+        # never more than `workers` items taken beyond the results handed back
+        assert len(consumed) - len(out) <= workers
+    assert out == [i * i for i in range(20)]
+    assert most[0] <= workers
+
+
+def test_ordered_map_raises_a_call_error_and_a_cancel():
+    def fn(i):
+        if i == 5:
+            raise ValueError("bad item")
+        return i
+
+    with pytest.raises(ValueError, match="bad item"):
+        list(ordered_map(fn, ((i,) for i in range(10)), 3))
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def check():
+        if len(seen) >= 4:
+            raise Stop
+
+    def items():
+        for i in range(100):
+            seen.append(i)
+            yield (i,)
+
+    with pytest.raises(Stop):
+        list(ordered_map(lambda i: i, items(), 2, check))
+    assert len(seen) == 4          # nothing taken after the cancel
+
+
+def test_loop_workers_follows_wt_threads_and_a_memory_limit(monkeypatch):
+    from engine.track.memory import MemoryBudget
+
+    monkeypatch.setenv("WT_THREADS", "3")
+    assert loop_workers() == 3
+    assert loop_workers(MemoryBudget(None)) == 3
+    assert loop_workers(MemoryBudget(512)) == 1       # chunks are budgeted for one thread
+    monkeypatch.setenv("WT_THREADS", "1")
+    assert loop_workers() == 1
+
+
+@pytest.mark.parametrize("channels", [1, 3, 8])
+def test_sample_points_equals_one_remap_per_channel(channels):
+    import cv2
+
+    from engine.match.ops import sample_points
+
+    rng = np.random.default_rng(channels)
+    planes = rng.standard_normal((channels, 37, 53)).astype(np.float32)
+    xy = (rng.random((3000, 2)) * [61, 45] - 4).astype(np.float32)   # some off the image
+    xy[::17] = np.nan
+    m = len(xy)
+    mx = np.zeros((3, 1024), np.float32)
+    my = np.zeros((3, 1024), np.float32)
+    mx.reshape(-1)[:m], my.reshape(-1)[:m] = xy[:, 0], xy[:, 1]
+    ref = np.stack([cv2.remap(planes[c], mx, my, cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE).reshape(-1)[:m]
+                    for c in range(channels)], 1)
+    got = sample_points(planes, xy)
+    assert got.shape == (m, channels)
+    np.testing.assert_array_equal(got, ref)
+    # the same from channel-interleaved memory (how the refine stage keeps descriptors)
+    inter = np.moveaxis(np.ascontiguousarray(np.moveaxis(planes, 0, -1)), -1, 0)
+    np.testing.assert_array_equal(sample_points(inter, xy), ref)
+    # sub-pixel positions inside the image agree with plain bilinear interpolation to within
+    # OpenCV's 1/32 px position grid
+    inside = np.isfinite(xy).all(1) & (xy[:, 0] >= 0) & (xy[:, 0] <= 51) & (xy[:, 1] >= 0) \
+        & (xy[:, 1] <= 35)
+    x, y = xy[inside, 0], xy[inside, 1]
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = x - x0, y - y0
+    bil = (planes[:, y0, x0] * (1 - fx) * (1 - fy) + planes[:, y0, x0 + 1] * fx * (1 - fy)
+           + planes[:, y0 + 1, x0] * (1 - fx) * fy + planes[:, y0 + 1, x0 + 1] * fx * fy).T
+    grad = np.abs(np.diff(planes, axis=2)).max() + np.abs(np.diff(planes, axis=1)).max()
+    assert np.abs(got[inside] - bil).max() <= grad / 32
+
+
+def test_sweep_costs_in_threads_equal_the_serial_costs(tmp_path):
+    from track_synth import make_clip, write_sequence
+
+    from engine.decode import open_footage
+    from engine.refine.appearance import DescriptorCache, sweep_costs
+
+    clip = make_clip(160, 120, n_frames=10, seed=3, square=30, sq_speed=4.0, query_stride=10,
+                     noise=0.01)
+    fo = open_footage(write_sequence(clip, tmp_path / "seq"))
+    q = clip.query.astype(np.float32)
+    rng = np.random.default_rng(0)
+    uv = (clip.tracks[:, None] + rng.normal(0, 3, (len(q), 5, 1, 2))).astype(np.float64)
+    uv[rng.random(uv.shape[:3]) < 0.05] = np.nan
+    uv[:, 0, 3] = [-20.0, 50.0]                      # out of frame: NaN cost
+    descs = DescriptorCache(fo, max_bytes=1 << 30)
+    serial = sweep_costs(fo, q, uv, descs=descs)
+    for workers in (2, 3):
+        np.testing.assert_array_equal(sweep_costs(fo, q, uv, descs=descs, workers=workers),
+                                      serial)
+    inside = np.isfinite(uv).all(-1) & (uv[..., 0] > -0.5) & (uv[..., 0] < 159.5) \
+        & (uv[..., 1] > -0.5) & (uv[..., 1] < 119.5)
+    np.testing.assert_array_equal(np.isfinite(serial), inside)   # a cost exactly where in frame
+    assert np.isnan(serial[:, 0, 3]).all() and inside.mean() > 0.5
+
+
+def _same(a, b, what=""):
+    """Decisions (ints, bools) exactly; floats up to the last bits of a matrix product, which
+    numpy's BLAS may split differently when two threads call it at once."""
+    if np.issubdtype(a.dtype, np.floating):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=what)
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=what)
+    else:
+        np.testing.assert_array_equal(a, b, err_msg=what)
+
+
+def test_lift_in_threads_equals_the_serial_lift(monkeypatch):
+    """Static chunks, rigid-group assignment and non-rigid paths of a scene with a moving box,
+    in 1 and in 3 threads: the same arrays and the same report."""
+    from solve_synth import make_scene
+    from test_lift import _lift
+
+    sc = make_scene("dynamic", T=16, n_points=700, W=320, H=240, seed=5)
+    runs = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("WT_THREADS", threads)
+        runs.append(_lift(sc, chunk=128))
+    (a3, ag, ar, ainfo), (b3, bg, br, binfo) = runs
+    _same(a3, b3)
+    _same(ag, bg)
+    _same(ar, br)
+    ainfo.pop("seconds"), binfo.pop("seconds")
+    assert ainfo == binfo and ainfo["groups"] and ainfo["n_dynamic_tracks"] > 0
+
+
+def test_refine_in_threads_equals_the_serial_refine(tmp_path, monkeypatch):
+    """The refinement with the footage (static fits, appearance visibility, depth sweep of lost
+    tracks) in 1 and in 3 threads: the same outputs."""
+    from test_refine import _plane_clip, refine_outputs
+
+    from engine.decode import open_footage
+    from engine.refine.tracks import refine_tracks
+
+    path, c2w, K, query, X, uv, vis = _plane_clip(tmp_path)
+    N, T = vis.shape
+    rng = np.random.default_rng(1)
+    xy = uv + rng.normal(0, 0.3, uv.shape)
+    lost = rng.random(N) < 0.3
+    xy[lost, 1:] += np.cumsum(rng.normal(0, 3, (int(lost.sum()), T - 1, 2)), axis=1)
+    v = vis.copy()
+    v[:, 0] = True
+    X3 = np.repeat(X[:, None], T, 1).astype(np.float32)
+    X3[lost] = np.nan
+    outs = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("WT_THREADS", threads)
+        out = refine_outputs(N, T)
+        res = refine_tracks(xy.astype(np.float32), v, v.astype(np.float32), query, X3,
+                            np.where(lost, 0, -1).astype(np.int32), np.zeros(N, np.float32), c2w,
+                            np.repeat(K[None], T, 0), None, "general", 0.3, (160, 120), set(),
+                            out["xy"], out["v"], out["c"], out["x3"], out["g"], out["e"],
+                            footage=open_footage(path), chunk=64)
+        outs.append((out, res))
+    (a, ra), (b, rb) = outs
+    for k in a:
+        _same(a[k], b[k], k)
+    np.testing.assert_array_equal(ra.kind, rb.kind)
+    assert (ra.kind == 3).sum() > 0           # the sweep ran
+
