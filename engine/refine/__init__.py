@@ -164,7 +164,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
                              footage=None, progress=progress, budget=budget, work_dir=work)
 
     res = geometry_pass(best)
-    rounds = [_round_entry(0, best["report"], res, True)]
+    rounds = [_round_entry(0, best["report"], res, True, _dropped(data.visible, res.clean_visible))]
     for r_i in range(1, max_rounds + 1):
         if progress is not None:
             progress.check()
@@ -183,7 +183,8 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
         gain = (res_n.report["agreeing_observations"]
                 / max(1, res.report["agreeing_observations"]))
         ok = gain > 1 + MIN_GAIN
-        rounds.append(_round_entry(r_i, rep_n, res_n, ok))
+        rounds.append(_round_entry(r_i, rep_n, res_n, ok,
+                                   _dropped(data.visible, res_n.clean_visible)))
         if not ok:
             break
         best, res = cand, res_n
@@ -218,11 +219,23 @@ def _copy(src, budget, folder) -> np.ndarray:
     return dst
 
 
-def _round_entry(i: int, rep: dict, res, accepted: bool) -> dict:
+def _round_entry(i: int, rep: dict, res, accepted: bool, dropped: float) -> dict:
     return {"round": i, "accepted": accepted, "reproj_median_px": rep.get("reproj_median_px"),
             "focal_px": rep.get("focal_px"), "n_static": res.report["n_static"],
             "n_rigid": res.report["n_rigid"],
-            "agreeing_observations": res.report["agreeing_observations"]}
+            "agreeing_observations": res.report["agreeing_observations"],
+            "dropped_observations": round(dropped, 6)}
+
+
+def _dropped(visible, clean, rows: int = 16384) -> float:
+    """Fraction of the tracker's visible observations that a geometry pass's cleaned visibility
+    ``clean`` (N, T) drops: how much the next re-solve's input differs from the first solve's."""
+    n_vis = n_kept = 0
+    for s in range(0, len(clean), rows):
+        v = np.asarray(visible[s:s + rows]).astype(bool)
+        n_vis += int(v.sum())
+        n_kept += int((v & np.asarray(clean[s:s + rows])).sum())
+    return 1.0 - n_kept / max(1, n_vis)
 
 
 def _dist(report: dict):
