@@ -9,7 +9,9 @@ Python API (used by :func:`engine.solve.solve_trackfile`, on by default)::
 Rounds: after the first solve, every track is re-fitted against the cameras (:mod:`.tracks`);
 the tracker observations that agree with the geometry (outlier frames dropped) are solved again,
 and this repeats while the number of agreeing observations grows (at most ``MAX_ROUNDS``
-re-solves); the best round's cameras are kept. The final pass writes the refined 2D tracks,
+re-solves); the best round's cameras are kept. Each round's entry records how many of the
+tracker's visible observations its pass dropped (``dropped_observations``). The final pass
+starts from the kept round's geometry pass (copied, not fitted again) and writes the refined 2D tracks,
 visibility (geometry + appearance from the footage via the ONNX kernels), confidence,
 ``tracks_3d`` / ``group`` / ``reproj_error``. ``metadata["solve"]["refine"]`` records every
 round. See :mod:`.tracks` for what "refined" means per track.
@@ -147,23 +149,27 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
     best = {"c2w": c2w, "K": K, "report": report,
             "lift": tuple(_copy(out[n], budget, work)
                           for n in ("tracks_3d", "group", "reproj_error"))}
-    # geometry-only passes write into scratch arrays (the final pass writes ``out``)
-    scratch = {n: budget.array(shape, dt, work) for n, shape, dt in (
-        ("tracks_2d", (N, T, 2), np.float32), ("visible", (N, T), bool),
-        ("confidence", (N, T), np.float32), ("tracks_3d", (N, T, 3), np.float32),
-        ("group", (N,), np.int32), ("reproj_error", (N,), np.float32))}
+    # geometry-only passes write into scratch arrays (the final pass writes ``out``); two sets,
+    # so that the kept round's pass survives a rejected candidate's and the final pass copies
+    # its fits instead of making them again
 
-    def geometry_pass(sol):
+    def scratch_set():
+        return tuple(budget.array(shape, dt, work) for shape, dt in (
+            ((N, T, 2), np.float32), ((N, T), bool), ((N, T), np.float32),
+            ((N, T, 3), np.float32), ((N,), np.int32), ((N,), np.float32)))
+
+    spare = [None]
+
+    def geometry_pass(sol, dest):
         lift3d, grp, rep = sol["lift"]
         r = sol["report"]
         return refine_tracks(data.tracks_2d, data.visible, data.confidence, data.query,
                              lift3d, grp, rep, sol["c2w"], sol["K"], _dist(r), r["mode"],
                              r.get("noise_sigma_px", 1.0), data.image_size, _rigid_ids(r),
-                             scratch["tracks_2d"], scratch["visible"], scratch["confidence"],
-                             scratch["tracks_3d"], scratch["group"], scratch["reproj_error"],
-                             footage=None, progress=progress, budget=budget, work_dir=work)
+                             *dest, footage=None, progress=progress, budget=budget,
+                             work_dir=work)
 
-    res = geometry_pass(best)
+    res = geometry_pass(best, scratch_set())
     rounds = [_round_entry(0, best["report"], res, True, _dropped(data.visible, res.clean_visible))]
     for r_i in range(1, max_rounds + 1):
         if progress is not None:
@@ -179,7 +185,9 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
             rounds.append({"round": r_i, "accepted": False, "error": str(e)})
             break
         cand = {"c2w": c2w_n, "K": K_n, "report": rep_n, "lift": (o3, og, orr)}
-        res_n = geometry_pass(cand)
+        if spare[0] is None:
+            spare[0] = scratch_set()
+        res_n = geometry_pass(cand, spare[0])
         gain = (res_n.report["agreeing_observations"]
                 / max(1, res.report["agreeing_observations"]))
         ok = gain > 1 + MIN_GAIN
@@ -187,7 +195,10 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
                                    _dropped(data.visible, res_n.clean_visible)))
         if not ok:
             break
+        spare[0] = res.outputs          # the old best's scratch is free for the next candidate
         best, res = cand, res_n
+    # a rejected candidate's arrays are freed before the final pass
+    spare[0] = cand = res_n = o3 = og = orr = None
     # final pass: best cameras, appearance visibility, written to the output
     lift3d, grp, rep = best["lift"]
     r = best["report"]
@@ -197,7 +208,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
                           out["tracks_2d"], out["visible"], out["confidence"],
                           out["tracks_3d"], out["group"], out["reproj_error"],
                           footage=footage, kernels=kernels, progress=progress, budget=budget,
-                          work_dir=work, occlusion=True)
+                          work_dir=work, occlusion=True, geometry=res)
     report = best["report"]
     report["refine"] = {"rounds": rounds, "kept_round": max(e["round"] for e in rounds
                                                             if e.get("accepted")),

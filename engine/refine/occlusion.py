@@ -65,7 +65,7 @@ ROWS = 65536                # targets examined at once per frame
 
 
 def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray, K: np.ndarray,
-                    dist, image_size: tuple[int, int], check=None
+                    dist, image_size: tuple[int, int], check=None, budget=None
                     ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Static-fit points (``kind == 1``) visible in ``visible`` that a reliable surface covers
     (see the module docstring), as (track ids, frame indices) (two int arrays of equal length)
@@ -75,9 +75,11 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
     maps; read one frame's column at a time), ``kind`` (N,) refine kinds (0 tracker kept, 1 static
     fit, 2 rigid group, 3 appearance sweep), ``c2w`` (T, 4, 4), ``K`` (T, 3, 3), ``dist`` Blender
     k1..k3 or None, ``image_size`` (W, H) px. ``check``: called once per frame (cancel).
+    ``budget``: the refinement's :class:`engine.track.memory.MemoryBudget` (limited: one thread).
     """
     from scipy.spatial import cKDTree
 
+    from ..parallel import loop_workers, ordered_map
     from ..solve.camera import project
     from .static import in_image
 
@@ -98,15 +100,14 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
     surf_static = (kind == 1) & (n_agree >= min(MIN_AGREE_FRAMES, max(3, T // 3)))
     rigid = kind == 2
     radius = RADIUS_FRAC * float(np.hypot(W, H))
-    for t in range(T):
-        if check is not None:
-            check()
+    def frame(t: int):
+        """(hidden target ids, control ids called hidden, control ids, targets checked) at t."""
         vis_t = np.asarray(visible[:, t]).astype(bool)
         ag_t = np.asarray(agree[:, t]).astype(bool)
         surf = np.flatnonzero((surf_static & vis_t) | (rigid & vis_t & ag_t))
         tgt = tgt_all[vis_t[tgt_all]]          # targets (~agree) and the self-check (agree)
         if len(surf) < MIN_FRONT or len(tgt) == 0:
-            continue
+            return none, none, none, 0
         # project the points involved (static points: their one 3D point; rigid: column t)
         ids = np.union1d(surf, tgt)
         X = np.asarray(tracks_3d[ids, t], np.float64)
@@ -116,12 +117,13 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
         s_ok = ok[pos]
         surf, s_uv, s_z = surf[s_ok], uv[pos[s_ok]], z[pos[s_ok]]
         if len(surf) < MIN_FRONT:
-            continue
+            return none, none, none, 0
         tpos = np.searchsorted(ids, tgt)
         inframe = ok[tpos] & in_image(uv[tpos], W, H)
         tgt, tpos = tgt[inframe], tpos[inframe]
         tree = cKDTree(s_uv)
         kk = min(K_NEAREST + 1, len(surf))
+        hid_f, hit_f, seen_f, n_f_tgt = [], [], [], 0
         for r0 in range(0, len(tgt), ROWS):
             tg, tp = tgt[r0:r0 + ROWS], tpos[r0:r0 + ROWS]
             dd, nb = tree.query(uv[tp], k=kk, distance_upper_bound=radius)
@@ -137,12 +139,21 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
             hid = (n_f >= MIN_FRONT) & (n_f >= MIN_FRONT_FRACTION * np.maximum(n_v, 1)) \
                 & (res <= MAX_RESULTANT)
             ctl = ag_t[tg]
-            ctl_hits[tg[hid & ctl]] += 1
-            ctl_seen[tg[ctl]] += 1
-            n_tgt += int((~ctl).sum())
-            hid &= ~ctl
-            hid_ids.append(tg[hid])
-            hid_t.append(np.full(int(hid.sum()), t, np.int64))
+            hit_f.append(tg[hid & ctl])
+            seen_f.append(tg[ctl])
+            n_f_tgt += int((~ctl).sum())
+            hid_f.append(tg[hid & ~ctl])
+        cat = (lambda parts: np.concatenate(parts) if parts else none)
+        return cat(hid_f), cat(hit_f), cat(seen_f), n_f_tgt
+
+    # frames in threads; their results are gathered in frame order (the same as one thread)
+    for t, (h, hit, seen, n_t) in enumerate(ordered_map(
+            frame, ((t,) for t in range(T)), loop_workers(budget), check)):
+        np.add.at(ctl_hits, hit, 1)
+        np.add.at(ctl_seen, seen, 1)
+        n_tgt += n_t
+        hid_ids.append(h)
+        hid_t.append(np.full(len(h), t, np.int64))
     ids_h = np.concatenate(hid_ids).astype(np.int64) if hid_ids else none
     t_h = np.concatenate(hid_t) if hid_t else none
     # a point "hidden" where the tracker follows it has a wrong depth (too far: on a shot with

@@ -103,6 +103,9 @@ class RefineResult:
     #                                     tracker), 2 rigid group, 3 static by appearance sweep
     clean_visible: np.ndarray           # (N, T) bool: tracker observations consistent with 3D
     report: dict = field(default_factory=dict)
+    agree: np.ndarray | None = None     # (N, T) bool: refined tracks' agreeing observations
+    fit_frac: np.ndarray | None = None  # (N,) float32: static fit's inlier fraction
+    outputs: tuple = ()                 # the six out_* arrays the call wrote
 
 
 def _depth_range(tracks_3d, group, c2w: np.ndarray, N: int) -> tuple[float, float]:
@@ -131,7 +134,8 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                   out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
                   out_reproj, footage=None, kernels=None, chunk: int | None = None,
                   progress=None, budget=None, work_dir=None,
-                  occlusion: bool = False) -> RefineResult:
+                  occlusion: bool = False, geometry: RefineResult | None = None
+                  ) -> RefineResult:
     """Refine all N tracks; writes the six ``out_*`` arrays (may alias the inputs' storage only
     for the 3D / group / reproj arrays, which are read chunk by chunk before being written).
 
@@ -143,6 +147,8 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     (or None: geometry only). ``budget``: a :class:`engine.track.memory.MemoryBudget` (None:
     unlimited) with ``work_dir`` for the work arrays it puts on disk. ``occlusion``: also hide
     static-fit points that a reliable surface covers (:mod:`.occlusion`; not for tripod shots).
+    ``geometry``: the result of an earlier call on the same inputs without footage (a geometry
+    pass): its outputs are copied instead of fitting every track again.
     """
     from ..track.memory import MemoryBudget
 
@@ -163,10 +169,14 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
         else 100.0
     if not np.isfinite(radius):
         radius = 100.0
-    kind = np.zeros(N, np.int8)
-    fit_frac = np.zeros(N, np.float32)    # static fit: inlier fraction of visible observations
-    clean = budget.array((N, T), bool, work_dir, fill=False)
-    agree = budget.array((N, T), bool, work_dir, fill=False)
+    if geometry is None:
+        kind = np.zeros(N, np.int8)
+        fit_frac = np.zeros(N, np.float32)    # static fit: inlier fraction of visible observations
+        clean = budget.array((N, T), bool, work_dir, fill=False)
+        agree = budget.array((N, T), bool, work_dir, fill=False)
+    else:
+        kind, fit_frac = geometry.kind.copy(), geometry.fit_frac
+        clean, agree = geometry.clean_visible, geometry.agree
     ins = (tracks_2d, visible, confidence, query, tracks_3d, group, reproj_error)
     outs = (out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group, out_reproj,
             clean, agree)
@@ -235,9 +245,19 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     stage = stage_of(progress, "refine", total=n_chunks + 1)
     stage.__enter__()
     try:
-        # chunks in threads: each writes only its own rows
-        for _ in ordered_map(fit_chunk, ((s,) for s in range(0, N, chunk)), loop_workers(budget)):
-            stage.advance()
+        if geometry is None:
+            # chunks in threads: each writes only its own rows
+            for _ in ordered_map(fit_chunk, ((s,) for s in range(0, N, chunk)),
+                                 loop_workers(budget)):
+                stage.advance()
+        else:   # the same fits, already made: copied in row blocks
+            outs6 = (out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
+                     out_reproj)
+            for s in range(0, N, chunk):
+                for dst, src in zip(outs6, geometry.outputs):
+                    dst[s:s + chunk] = src[s:s + chunk]
+                budget.release(*outs6, *geometry.outputs)
+                stage.advance()
         lap("geometry")
         report = {
             "tau_px": round(tau, 3), "depth_search": [round(near, 4), round(far, 4)],
@@ -305,7 +325,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
 
             hid, ht, occ_rep = occluded_static(
                 out_tracks_3d, out_visible, agree, kind, c2w, K, dist, (W, H),
-                progress.check if progress is not None else None)
+                progress.check if progress is not None else None, budget)
             if len(hid):
                 out_visible[hid, ht] = False
                 out_confidence[hid, ht] = 0.1
@@ -325,7 +345,10 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     report["n_tracker_kept"] = int((kind == 0).sum())
     report["seconds"] = round(time.monotonic() - t_start, 3)
     report["step_seconds"] = steps
-    return RefineResult(refined=kind > 0, kind=kind, clean_visible=clean, report=report)
+    return RefineResult(refined=kind > 0, kind=kind, clean_visible=clean, report=report,
+                        agree=agree, fit_frac=fit_frac,
+                        outputs=(out_tracks_2d, out_visible, out_confidence, out_tracks_3d,
+                                 out_group, out_reproj))
 
 
 def _baseline_ratio(c2w: np.ndarray, tracks_3d, kind: np.ndarray, sample: int = 2000) -> float:

@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine.parallel import loop_workers, ordered_map  # noqa: E402
+from test_refine_occlusion import scene  # noqa: E402,F401  (the board-and-wall scene fixture)
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
@@ -206,3 +207,20 @@ def test_refine_in_threads_equals_the_serial_refine(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ra.kind, rb.kind)
     assert (ra.kind == 3).sum() > 0           # the sweep ran
 
+
+
+def test_occlusion_check_in_threads_equals_the_serial_check(scene, monkeypatch):
+    """The geometric occlusion test (frames in threads, counts gathered in frame order) hides the
+    same point-frames with the same report as in one thread."""
+    import test_refine_occlusion as occ
+
+    sc = scene
+    outs = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("WT_THREADS", threads)
+        res, out = occ._refine(sc, occlusion=True)
+        outs.append((res.report["occlusion_check"], res.report["n_occluded_by_geometry"], out))
+    (ra, na, a), (rb, nb, b) = outs
+    assert ra == rb and na == nb > 100
+    for k in a:
+        _same(a[k], b[k], k)

@@ -472,3 +472,42 @@ def test_nodal_shot_places_plain_points_the_tracker_lost_on_their_rays(tmp_path,
     assert 0 < np.median(out["c"][plain][vis[plain]]) <= 0.5 < np.median(out["c"][~plain][vis[~plain]])
     # textured points are untouched by the rule (fitted static, full confidence where agreeing)
     assert (res.kind[~plain] == 1).mean() > 0.95
+
+
+def test_final_pass_reusing_the_geometry_pass_gives_the_same_outputs(tmp_path):
+    """The final pass takes the kept round's geometry pass (its fits, agreement and cleaned
+    visibility) instead of fitting every track again: the same outputs and decisions."""
+    from engine.decode import open_footage
+
+    path, c2w, K, query, X, uv, vis = _plane_clip(tmp_path)
+    N, T = vis.shape
+    rng = np.random.default_rng(2)
+    xy = uv + rng.normal(0, 0.3, uv.shape)
+    lost = rng.random(N) < 0.3
+    xy[lost, 1:] += np.cumsum(rng.normal(0, 3, (int(lost.sum()), T - 1, 2)), axis=1)
+    v = vis.copy()
+    v[:, 0] = True
+    X3 = np.repeat(X[:, None], T, 1).astype(np.float32)
+    X3[lost] = np.nan
+    args = (xy.astype(np.float32), v, v.astype(np.float32), query, X3,
+            np.where(lost, 0, -1).astype(np.int32), np.zeros(N, np.float32), c2w,
+            np.repeat(K[None], T, 0), None, "general", 0.3, (160, 120), set())
+    scratch = refine_outputs(N, T)
+    geo = refine_tracks(*args, scratch["xy"], scratch["v"], scratch["c"], scratch["x3"],
+                        scratch["g"], scratch["e"])
+    runs = []
+    for reuse in (None, geo):
+        out = refine_outputs(N, T)
+        res = refine_tracks(*args, out["xy"], out["v"], out["c"], out["x3"], out["g"], out["e"],
+                            footage=open_footage(path), occlusion=True, geometry=reuse)
+        runs.append((out, res))
+    (a, ra), (b, rb) = runs
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    np.testing.assert_array_equal(ra.kind, rb.kind)
+    np.testing.assert_array_equal(ra.clean_visible, rb.clean_visible)
+    assert (ra.kind == 3).any() and geo.outputs[0] is scratch["xy"]
+    strip = ("seconds", "step_seconds", "plain_region_seconds")
+    assert {k: x for k, x in ra.report.items() if k not in strip} == \
+        {k: x for k, x in rb.report.items() if k not in strip}
+    assert rb.report["step_seconds"]["geometry"] < ra.report["step_seconds"]["geometry"] + 1
