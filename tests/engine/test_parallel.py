@@ -176,29 +176,18 @@ def test_lift_in_threads_equals_the_serial_lift(monkeypatch):
 def test_refine_in_threads_equals_the_serial_refine(tmp_path, monkeypatch):
     """The refinement with the footage (static fits, appearance visibility, depth sweep of lost
     tracks) in 1 and in 3 threads: the same outputs."""
-    from test_refine import _plane_clip, refine_outputs
+    from test_refine import lost_tracks_case, refine_outputs
 
     from engine.decode import open_footage
     from engine.refine.tracks import refine_tracks
 
-    path, c2w, K, query, X, uv, vis = _plane_clip(tmp_path)
-    N, T = vis.shape
-    rng = np.random.default_rng(1)
-    xy = uv + rng.normal(0, 0.3, uv.shape)
-    lost = rng.random(N) < 0.3
-    xy[lost, 1:] += np.cumsum(rng.normal(0, 3, (int(lost.sum()), T - 1, 2)), axis=1)
-    v = vis.copy()
-    v[:, 0] = True
-    X3 = np.repeat(X[:, None], T, 1).astype(np.float32)
-    X3[lost] = np.nan
+    path, args = lost_tracks_case(tmp_path, seed=1)
+    N, T = args[1].shape
     outs = []
     for threads in ("1", "3"):
         monkeypatch.setenv("WT_THREADS", threads)
         out = refine_outputs(N, T)
-        res = refine_tracks(xy.astype(np.float32), v, v.astype(np.float32), query, X3,
-                            np.where(lost, 0, -1).astype(np.int32), np.zeros(N, np.float32), c2w,
-                            np.repeat(K[None], T, 0), None, "general", 0.3, (160, 120), set(),
-                            out["xy"], out["v"], out["c"], out["x3"], out["g"], out["e"],
+        res = refine_tracks(*args, out["xy"], out["v"], out["c"], out["x3"], out["g"], out["e"],
                             footage=open_footage(path), chunk=64)
         outs.append((out, res))
     (a, ra), (b, rb) = outs

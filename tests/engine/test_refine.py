@@ -474,14 +474,12 @@ def test_nodal_shot_places_plain_points_the_tracker_lost_on_their_rays(tmp_path,
     assert (res.kind[~plain] == 1).mean() > 0.95
 
 
-def test_final_pass_reusing_the_geometry_pass_gives_the_same_outputs(tmp_path):
-    """The final pass takes the kept round's geometry pass (its fits, agreement and cleaned
-    visibility) instead of fitting every track again: the same outputs and decisions."""
-    from engine.decode import open_footage
-
+def lost_tracks_case(tmp_path, seed: int):
+    """:func:`_plane_clip` with a tracker that loses 30 % of its tracks from frame 1 on (the lift
+    could not place those): (footage path, :func:`refine_tracks`' arguments before the outputs)."""
     path, c2w, K, query, X, uv, vis = _plane_clip(tmp_path)
     N, T = vis.shape
-    rng = np.random.default_rng(2)
+    rng = np.random.default_rng(seed)
     xy = uv + rng.normal(0, 0.3, uv.shape)
     lost = rng.random(N) < 0.3
     xy[lost, 1:] += np.cumsum(rng.normal(0, 3, (int(lost.sum()), T - 1, 2)), axis=1)
@@ -489,9 +487,18 @@ def test_final_pass_reusing_the_geometry_pass_gives_the_same_outputs(tmp_path):
     v[:, 0] = True
     X3 = np.repeat(X[:, None], T, 1).astype(np.float32)
     X3[lost] = np.nan
-    args = (xy.astype(np.float32), v, v.astype(np.float32), query, X3,
-            np.where(lost, 0, -1).astype(np.int32), np.zeros(N, np.float32), c2w,
-            np.repeat(K[None], T, 0), None, "general", 0.3, (160, 120), set())
+    return path, (xy.astype(np.float32), v, v.astype(np.float32), query, X3,
+                  np.where(lost, 0, -1).astype(np.int32), np.zeros(N, np.float32), c2w,
+                  np.repeat(K[None], T, 0), None, "general", 0.3, (160, 120), set())
+
+
+def test_final_pass_reusing_the_geometry_pass_gives_the_same_outputs(tmp_path):
+    """The final pass takes the kept round's geometry pass (its fits, agreement and cleaned
+    visibility) instead of fitting every track again: the same outputs and decisions."""
+    from engine.decode import open_footage
+
+    path, args = lost_tracks_case(tmp_path, seed=2)
+    N, T = args[1].shape
     scratch = refine_outputs(N, T)
     geo = refine_tracks(*args, scratch["xy"], scratch["v"], scratch["c"], scratch["x3"],
                         scratch["g"], scratch["e"])
