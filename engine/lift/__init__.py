@@ -154,8 +154,9 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
             out_reproj[ids[order]] = err[order].astype(np.float32)
             return err[~nr], counts, int(nr.sum())
 
-        for e, counts, k in ordered_map(dynamic_chunk, ((s,) for s in range(0, len(dyn_ids), chunk)),
-                                        workers, progress.check if progress is not None else None):
+        starts = ((s,) for s in range(0, len(dyn_ids), chunk))
+        for e, counts, k in ordered_map(dynamic_chunk, starts, workers,
+                                        progress.check if progress is not None else None):
             dyn_err.append(e)
             n_in_group += counts
             n_nonrigid += k

@@ -11,8 +11,8 @@ the tracker observations that agree with the geometry (outlier frames dropped) a
 and this repeats while the number of agreeing observations grows (at most ``MAX_ROUNDS``
 re-solves); the best round's cameras are kept. Each round's entry records how many of the
 tracker's visible observations its pass dropped (``dropped_observations``). The final pass
-starts from the kept round's geometry pass (copied, not fitted again) and writes the refined 2D tracks,
-visibility (geometry + appearance from the footage via the ONNX kernels), confidence,
+starts from the kept round's geometry pass (copied, not fitted again) and writes the refined
+2D tracks, visibility (geometry + appearance from the footage via the ONNX kernels), confidence,
 ``tracks_3d`` / ``group`` / ``reproj_error``. ``metadata["solve"]["refine"]`` records every
 round. See :mod:`.tracks` for what "refined" means per track.
 
@@ -158,7 +158,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
             ((N, T, 2), np.float32), ((N, T), bool), ((N, T), np.float32),
             ((N, T, 3), np.float32), ((N,), np.int32), ((N,), np.float32)))
 
-    spare = [None]
+    spare = None
 
     def geometry_pass(sol, dest):
         lift3d, grp, rep = sol["lift"]
@@ -170,7 +170,8 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
                              work_dir=work)
 
     res = geometry_pass(best, scratch_set())
-    rounds = [_round_entry(0, best["report"], res, True, _dropped(data.visible, res.clean_visible))]
+    rounds = [_round_entry(0, best["report"], res, True,
+                           _dropped(data.visible, res.clean_visible))]
     for r_i in range(1, max_rounds + 1):
         if progress is not None:
             progress.check()
@@ -185,9 +186,9 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
             rounds.append({"round": r_i, "accepted": False, "error": str(e)})
             break
         cand = {"c2w": c2w_n, "K": K_n, "report": rep_n, "lift": (o3, og, orr)}
-        if spare[0] is None:
-            spare[0] = scratch_set()
-        res_n = geometry_pass(cand, spare[0])
+        if spare is None:
+            spare = scratch_set()
+        res_n = geometry_pass(cand, spare)
         gain = (res_n.report["agreeing_observations"]
                 / max(1, res.report["agreeing_observations"]))
         ok = gain > 1 + MIN_GAIN
@@ -195,10 +196,10 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
                                    _dropped(data.visible, res_n.clean_visible)))
         if not ok:
             break
-        spare[0] = res.outputs          # the old best's scratch is free for the next candidate
+        spare = res.outputs             # the old best's scratch is free for the next candidate
         best, res = cand, res_n
     # a rejected candidate's arrays are freed before the final pass
-    spare[0] = cand = res_n = o3 = og = orr = None
+    spare = cand = res_n = o3 = og = orr = None
     # final pass: best cameras, appearance visibility, written to the output
     lift3d, grp, rep = best["lift"]
     r = best["report"]
