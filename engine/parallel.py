@@ -27,11 +27,13 @@ MAX_WORKERS = 8
 
 def loop_workers(budget=None) -> int:
     """Threads for one chunked loop: 1 under a memory limit (``budget`` a
-    :class:`engine.track.memory.MemoryBudget` that is limited), else the usable CPUs, at most
-    ``MAX_WORKERS``."""
+    :class:`engine.track.memory.MemoryBudget` that is limited; None: the process-wide limit of
+    ``--memory-limit``), else the usable CPUs, at most ``MAX_WORKERS``."""
     from .runtime import default_threads
+    from .track.memory import process_limit
 
-    if budget is not None and getattr(budget, "limited", False):
+    limited = process_limit() is not None if budget is None else budget.limited
+    if limited:
         return 1
     return max(1, min(MAX_WORKERS, default_threads()))
 

@@ -70,7 +70,6 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     continuity). Returns the lift part of the solve report.
     """
     from ..parallel import loop_workers, ordered_map
-    from ..track.memory import MemoryBudget, process_limit
     from .nonrigid import lift_nonrigid
     from .rigid import assign_to_groups, find_groups, group_tracks_3d
     from .static import lift_static, undistort_tracks
@@ -88,7 +87,7 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     stage = stage_of(progress, "lift", total=n_chunks + 2)
     stage.__enter__()
     # threads over chunks of tracks (one under a memory limit: chunks are sized for one)
-    workers = loop_workers(MemoryBudget(process_limit()))
+    workers = loop_workers()
 
     def static_chunk(s: int):
         sl = slice(s, min(N, s + chunk))

@@ -79,6 +79,11 @@ def test_loop_workers_follows_wt_threads_and_a_memory_limit(monkeypatch):
     assert loop_workers() == 3
     assert loop_workers(MemoryBudget(None)) == 3
     assert loop_workers(MemoryBudget(512)) == 1       # chunks are budgeted for one thread
+    import engine.track.memory as memory
+
+    monkeypatch.setattr(memory, "_PROCESS_LIMIT_MB", 512)   # `--memory-limit 512`
+    assert loop_workers() == 1 and loop_workers(MemoryBudget(None)) == 3
+    monkeypatch.setattr(memory, "_PROCESS_LIMIT_MB", None)
     monkeypatch.setenv("WT_THREADS", "1")
     assert loop_workers() == 1
 
