@@ -62,12 +62,13 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
                 dist: tuple[float, float, float] | None, mode: str, sigma: float,
                 static_points: np.ndarray, image_size: tuple[int, int], out_tracks_3d,
                 out_group, out_reproj, chunk: int = 4096, max_group_tracks: int = 2000,
-                radius: float = 100.0, progress=None) -> dict:
+                radius: float = 100.0, progress=None, rigid: bool = True) -> dict:
     """Fill ``out_*`` (writable arrays, e.g. TrackFileWriter memmaps) for all N tracks.
 
     ``c2w`` (T, 4, 4) and ``K`` (T, 3, 3) are the solved cameras in the world frame,
     ``static_points`` (m, 3) world points of the static tracks the solve used (for depth
-    continuity). Returns the lift part of the solve report.
+    continuity). ``rigid=False``: no rigid groups are looked for (every moving track is
+    non-rigid). Returns the lift part of the solve report.
     """
     from ..parallel import loop_workers, ordered_map
     from .nonrigid import lift_nonrigid
@@ -114,7 +115,7 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
         dyn_ids = np.concatenate(dyn) if dyn else np.zeros(0, int)
         single_ids = np.concatenate(single) if single else np.zeros(0, int)
         groups = []
-        if len(dyn_ids) >= 20 and mode != "tripod":
+        if rigid and len(dyn_ids) >= 20 and mode != "tripod":
             nv = np.asarray(visible[dyn_ids]).sum(1)
             sub = dyn_ids[np.sort(np.argsort(-nv, kind="stable")[:max_group_tracks])]
             vis_s = np.asarray(visible[sub]).astype(bool)

@@ -4,13 +4,18 @@ Python API (used by :func:`engine.solve.solve_trackfile`, on by default)::
 
     from engine.refine import refine_solution, find_footage
     footage, note = find_footage(metadata, trackfile_path, clip=None)   # None if missing
-    c2w, K, report = refine_solution(data, writer, c2w, K, report, footage, solve_fn)
+    c2w, K, report = refine_solution(data, writer, c2w, K, report, footage, solve_fn,
+                                     lift=lift)      # solve_fn / lift: engine.solve.solve_world
 
 Rounds: after the first solve, every track is re-fitted against the cameras (:mod:`.tracks`);
 the tracker observations that agree with the geometry (outlier frames dropped) are solved again,
 and this repeats while the number of agreeing observations grows (at most ``MAX_ROUNDS``
 re-solves); the best round's cameras are kept. Each round's entry records how many of the
-tracker's visible observations its pass dropped (``dropped_observations``). The final pass
+tracker's visible observations its pass dropped (``dropped_observations``). With more than
+``EVAL_MAX_TRACKS`` tracks (dense input) a re-solve is judged on a fixed, evenly spaced sample
+of them: the observations that agree with the sample's static fits, the kept solution's and
+the candidate's (the round's ``sample`` entry); only an accepted one is lifted and fitted in
+full. The final pass
 starts from the kept round's geometry pass (copied, not fitted again) and writes the refined
 2D tracks, visibility (geometry + appearance from the footage via the ONNX kernels), confidence,
 ``tracks_3d`` / ``group`` / ``reproj_error``. ``metadata["solve"]["refine"]`` records every
@@ -32,10 +37,12 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["refine_solution", "find_footage", "check_memory_limit", "refine_minimum_mb",
-           "MAX_ROUNDS"]
+           "MAX_ROUNDS", "EVAL_MAX_TRACKS", "eval_rows"]
 
 MAX_ROUNDS = 2          # re-solves after the first solve
 MIN_GAIN = 0.01         # relative growth of agreeing observations that counts as improvement
+#: A re-solve of more tracks than this is judged on this many of them (evenly spaced rows).
+EVAL_MAX_TRACKS = 16384
 WORK_MAX_SIDE = 640     # appearance descriptors are computed at this working resolution
 #: Refine bytes per pixel at its working resolution: ONNX ``features`` workspace, one frame's
 #: descriptors, the decoded frame (measured ~120 B/px at 640x480 without the arena, rounded up).
@@ -118,7 +125,7 @@ def find_footage(metadata: dict, trackfile_path, clip=None, max_side: int = WORK
 
 def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, footage,
                     solve_fn: Callable, max_rounds: int = MAX_ROUNDS, progress=None,
-                    memory_limit_mb: int | None = None
+                    memory_limit_mb: int | None = None, lift: Callable | None = None
                     ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Iterate solve -> refine and write the refined tracks into ``out``.
 
@@ -126,12 +133,17 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
     ``out``: a mapping of writable arrays (a ``TrackFileWriter``) whose ``tracks_3d``, ``group``
     and ``reproj_error`` hold the first solve's lift, and whose ``tracks_2d`` / ``visible`` /
     ``confidence`` receive the refined tracks; ``c2w``, ``K``, ``report`` the first solve's result;
-    ``solve_fn(visible, out3d, out_group, out_reproj) -> (c2w, K, report)`` re-runs the solve
-    (cameras + lift) on the tracker's 2D with another visibility. Returns the kept round's
-    (c2w, K, report) with ``report["refine"]`` filled. ``memory_limit_mb``: MiB, default the
+    ``solve_fn(visible) -> (c2w, K, report, lift)`` re-runs the solve on the tracker's 2D with
+    another visibility (:func:`engine.solve.solve_world`; ``lift(tracks_2d, visible, out3d,
+    out_group, out_reproj) -> lift report`` lifts tracks through that solution). ``lift``: the
+    first solve's; with it, a re-solve of more than ``EVAL_MAX_TRACKS`` tracks is judged on a
+    fixed sample of them (:func:`eval_rows`; the round's ``sample`` entry) and lifted in full
+    only when accepted. Returns the kept round's (c2w, K, report) with ``report["refine"]``
+    filled. ``memory_limit_mb``: MiB, default the
     process-wide limit (None: unlimited); work arrays that do not fit it are memory maps of
     anonymous temporary files next to ``out.path`` (or in the system's temporary folder).
     """
+    from ..solve import lift_into
     from ..track.memory import MIN_BLOCK_MB, MemoryBudget, make_kernels, process_limit
     from .tracks import refine_tracks
 
@@ -172,34 +184,56 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
     res = geometry_pass(best, scratch_set())
     rounds = [_round_entry(0, best["report"], res, True,
                            _dropped(data.visible, res.clean_visible))]
+    # a re-solve is judged on a fixed sample of the tracks when there are many (dense input):
+    # lifting and fitting every track of a candidate that is then rejected cost a dense
+    # 48-frame clip a third of its solve; the sample's static fits stand for the whole set
+    rows = eval_rows(N) if lift is not None else None
+    sample = None
+    if rows is not None:
+        sample = _Sample(data, rows, budget, work, progress)
+        ev_best = sample.evaluate(best["c2w"], best["K"], best["report"], lift, data.visible)
+        rounds[0]["sample"] = ev_best
     for r_i in range(1, max_rounds + 1):
         if progress is not None:
             progress.check()
-        o3 = budget.array((N, T, 3), np.float32, work)
-        og = budget.array((N,), np.int32, work)
-        orr = budget.array((N,), np.float32, work)
         try:
-            c2w_n, K_n, rep_n = solve_fn(res.clean_visible, o3, og, orr)
+            c2w_n, K_n, rep_n, lift_n = solve_fn(res.clean_visible)
         except Exception as e:   # SolveError on the cleaned tracks: keep what we have
             if type(e).__name__ == "Cancelled":
                 raise
             rounds.append({"round": r_i, "accepted": False, "error": str(e)})
             break
+        if sample is not None:
+            ev = sample.evaluate(c2w_n, K_n, rep_n, lift_n, res.clean_visible)
+            ok = ev["agreeing_observations"] > (1 + MIN_GAIN) * max(
+                1, ev_best["agreeing_observations"])
+            if not ok:
+                rounds.append({"round": r_i, "accepted": False,
+                               "reproj_median_px": rep_n.get("reproj_median_px"),
+                               "focal_px": rep_n.get("focal_px"), "sample": ev})
+                break
+        o3 = budget.array((N, T, 3), np.float32, work)
+        og = budget.array((N,), np.int32, work)
+        orr = budget.array((N,), np.float32, work)
+        lift_into(rep_n, lift_n, data.tracks_2d, res.clean_visible, o3, og, orr)
         cand = {"c2w": c2w_n, "K": K_n, "report": rep_n, "lift": (o3, og, orr)}
         if spare is None:
             spare = scratch_set()
         res_n = geometry_pass(cand, spare)
         gain = (res_n.report["agreeing_observations"]
                 / max(1, res.report["agreeing_observations"]))
-        ok = gain > 1 + MIN_GAIN
+        if sample is None:
+            ok = gain > 1 + MIN_GAIN
         rounds.append(_round_entry(r_i, rep_n, res_n, ok,
                                    _dropped(data.visible, res_n.clean_visible)))
+        if sample is not None:
+            rounds[-1]["sample"] = ev_best = ev
         if not ok:
             break
         spare = res.outputs             # the old best's scratch is free for the next candidate
         best, res = cand, res_n
     # a rejected candidate's arrays are freed before the final pass
-    spare = cand = res_n = o3 = og = orr = None
+    spare = cand = res_n = o3 = og = orr = sample = None
     # final pass: best cameras, appearance visibility, written to the output
     lift3d, grp, rep = best["lift"]
     r = best["report"]
@@ -215,6 +249,55 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
                                                             if e.get("accepted")),
                         "final": final.report, "seconds": round(time.monotonic() - t0, 3)}
     return best["c2w"], best["K"], report
+
+
+def eval_rows(n: int, max_tracks: int | None = None) -> np.ndarray | None:
+    """The rows (sorted, evenly spaced over ``n`` tracks) a re-solve is judged on; None (all
+    of them) when there are at most ``max_tracks`` (default ``EVAL_MAX_TRACKS``)."""
+    max_tracks = EVAL_MAX_TRACKS if max_tracks is None else int(max_tracks)
+    if n <= max_tracks:
+        return None
+    return np.unique(np.linspace(0, n - 1, max_tracks).round().astype(np.int64))
+
+
+class _Sample:
+    """A fixed sample of the tracker's tracks (``rows``), gathered once, on which a solution is
+    judged: its lift (static and non-rigid, no rigid groups) and geometry pass on those tracks
+    alone, scored by the observations that agree with the static fits. (Rigid groups are left
+    out: finding them costs seconds whatever the number of tracks, and the static background
+    is what a camera re-solve changes.)"""
+
+    def __init__(self, data, rows: np.ndarray, budget, work, progress=None):
+        T = data.n_frames
+        self.rows, self.budget, self.work, self.progress = rows, budget, work, progress
+        self.image_size = data.image_size
+        self.ins = tuple(np.asarray(a[rows]) for a in (data.tracks_2d, data.visible,
+                                                       data.confidence, data.query))
+        n = len(rows)
+        self.lifted = tuple(budget.array(shape, dt, work) for shape, dt in (
+            ((n, T, 3), np.float32), ((n,), np.int32), ((n,), np.float32)))
+        self.scratch = tuple(budget.array(shape, dt, work) for shape, dt in (
+            ((n, T, 2), np.float32), ((n, T), bool), ((n, T), np.float32),
+            ((n, T, 3), np.float32), ((n,), np.int32), ((n,), np.float32)))
+
+    def evaluate(self, c2w, K, report: dict, lift: Callable, visible) -> dict:
+        """Lift the sample through a solution (``lift`` with the sample's rows of ``visible``,
+        the visibility that solution was solved from) and fit it as the geometry pass does;
+        returns the sample's entry for the round report."""
+        from .tracks import refine_tracks
+
+        t0 = time.monotonic()
+        xy, vis, conf, query = self.ins
+        rep = dict(report)
+        rep["lift"] = lift(xy, np.asarray(visible[self.rows]), *self.lifted, rigid=False)
+        res = refine_tracks(xy, vis, conf, query, *self.lifted, c2w, K, _dist(rep), rep["mode"],
+                            rep.get("noise_sigma_px", 1.0), self.image_size, _rigid_ids(rep),
+                            *self.scratch, footage=None, progress=self.progress,
+                            budget=self.budget, work_dir=self.work)
+        return {"tracks": int(len(self.rows)),
+                "agreeing_observations": res.report["agreeing_observations"],
+                "n_static": res.report["n_static"],
+                "seconds": round(time.monotonic() - t0, 3)}
 
 
 def _copy(src, budget, folder) -> np.ndarray:

@@ -146,14 +146,17 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
     n, D, T = uv.shape[:3]
     qt = np.clip(np.round(query[:, 0]).astype(int), 0, T - 1)
     ref = None
+    # patches are compared as the sampler lays them out, (9 taps x C channels) per point, one
+    # contiguous row each: several times faster than the (C, 9) view of :func:`_patch` (the
+    # same cost up to the order of the float32 sum)
     for t, get in descs.frames(int(qt.max()) if n else -1):
         m = qt == t
         if not m.any():
             continue
-        p = _patch(get(), footage.to_work_pixels(query[m, 1:3]))
+        p = sample_points(get(), footage.to_work_pixels(query[m, 1:3]), _OFFS)
         if ref is None:
-            ref = np.zeros((n,) + p.shape[1:], np.float32)
-        ref[m] = p
+            ref = np.zeros((n, 1, p.shape[1] * p.shape[2]), np.float32)
+        ref[m, 0] = p.reshape(len(p), -1)
     cost = np.full((n, D, T), np.nan, np.float32)
     if ref is None:
         return cost
@@ -166,8 +169,10 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
             return
         # every candidate is sampled (those out of frame at a dummy position, then blanked):
         # the references then broadcast over the D candidates instead of being gathered
-        p = _patch(desc, footage.to_work_pixels(np.where(ok[:, None], xy, 0).astype(np.float32)))
-        c = np.abs(p.reshape(n, D, *p.shape[1:]) - ref[:, None]).mean(axis=(2, 3))
+        p = sample_points(desc, footage.to_work_pixels(
+            np.where(ok[:, None], xy, 0).astype(np.float32)), _OFFS)
+        d = np.subtract(p.reshape(n, D, -1), ref)
+        c = np.abs(d, out=d).mean(axis=-1)
         c[~ok.reshape(n, D)] = np.nan
         cost[:, :, t] = c
 

@@ -22,14 +22,14 @@ Heavy libraries (cv2, scipy) are imported inside the submodules that need them.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..trackfile import TrackData
 
-__all__ = ["solve_trackfile", "solve_arrays", "solve_cameras", "predict_positions", "SolveError",
+__all__ = ["solve_trackfile", "solve_arrays", "solve_world", "solve_cameras", "predict_positions", "SolveError",
            "focal_px_from_mm"]
 
 
@@ -48,20 +48,21 @@ def focal_px_from_mm(focal_mm: float, sensor_width_mm: float, image_width_px: in
     return float(focal_mm) / float(sensor_width_mm) * float(image_width_px)
 
 
-def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], out_tracks_3d,
-                 out_group, out_reproj, *, focal: float | None = None, zoom: bool = False,
-                 distortion: str = "none", principal_point="auto",
-                 progress=None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Solve cameras and lift every track; writes into the three ``out_*`` arrays.
+def solve_world(tracks_2d, visible, confidence, image_size: tuple[int, int], *,
+                focal: float | None = None, zoom: bool = False, distortion: str = "none",
+                principal_point="auto", progress=None
+                ) -> tuple[np.ndarray, np.ndarray, dict, Callable[..., dict]]:
+    """Solve the cameras and choose the world frame, without lifting the tracks.
 
-    Returns (cam_to_world (T, 4, 4) world frame, K (T, 3, 3), report dict).
-    Raises :class:`SolveError` when the shot cannot be solved.
+    Returns (cam_to_world (T, 4, 4) world frame, K (T, 3, 3), report dict, ``lift``), where
+    ``lift(tracks_2d, visible, out_tracks_3d, out_group, out_reproj, rigid=True)`` lifts any
+    set of tracks (:func:`engine.lift.lift_tracks`, the solve's cameras, lens, noise and static
+    points bound) and returns the lift's report. Raises :class:`SolveError` when the shot cannot be solved.
     """
-    import time
-
     from ..lift import lift_tracks
     from ..lift.world import apply_to_cameras, apply_to_points, choose_world
     from .pipeline import solve_cameras
+    from .rotation import SPHERE_RADIUS
 
     sol = solve_cameras(tracks_2d, visible, confidence, image_size, focal=focal, zoom=zoom,
                         distortion=distortion, principal_point=principal_point,
@@ -72,15 +73,40 @@ def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], ou
     pts = apply_to_points(S, sol.sample_points[sol.sample_static])
     report["world"] = world
     dist = sol.dist if any(sol.dist) else None
-    t0 = time.monotonic()
     scale = float(np.cbrt(np.linalg.det(S[:3, :3])))
-    from .rotation import SPHERE_RADIUS
 
-    report["lift"] = lift_tracks(tracks_2d, visible, c2w, sol.K, dist, sol.mode, sol.sigma, pts,
-                                 image_size, out_tracks_3d, out_group, out_reproj,
-                                 radius=SPHERE_RADIUS * scale, progress=progress)
+    def lift(tracks, vis, out_tracks_3d, out_group, out_reproj, rigid: bool = True) -> dict:
+        return lift_tracks(tracks, vis, c2w, sol.K, dist, sol.mode, sol.sigma, pts, image_size,
+                           out_tracks_3d, out_group, out_reproj, radius=SPHERE_RADIUS * scale,
+                           progress=progress, rigid=rigid)
+
+    return c2w, sol.K, report, lift
+
+
+def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], out_tracks_3d,
+                 out_group, out_reproj, *, focal: float | None = None, zoom: bool = False,
+                 distortion: str = "none", principal_point="auto",
+                 progress=None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Solve cameras and lift every track; writes into the three ``out_*`` arrays.
+
+    Returns (cam_to_world (T, 4, 4) world frame, K (T, 3, 3), report dict).
+    Raises :class:`SolveError` when the shot cannot be solved.
+    """
+    c2w, K, report, lift = solve_world(tracks_2d, visible, confidence, image_size, focal=focal,
+                                       zoom=zoom, distortion=distortion,
+                                       principal_point=principal_point, progress=progress)
+    lift_into(report, lift, tracks_2d, visible, out_tracks_3d, out_group, out_reproj)
+    return c2w, K, report
+
+
+def lift_into(report: dict, lift, tracks_2d, visible, out_tracks_3d, out_group,
+               out_reproj) -> None:
+    """Lift the tracks into ``out_*`` and record the lift's report and wall time."""
+    import time
+
+    t0 = time.monotonic()
+    report["lift"] = lift(tracks_2d, visible, out_tracks_3d, out_group, out_reproj)
     report["timings"]["lift"] = time.monotonic() - t0
-    return c2w, sol.K, report
 
 
 def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = False,
@@ -120,13 +146,14 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
             dst = w["depth"]
             for t in range(T):
                 dst[t] = data.depth[t]
-        c2w, K, report = solve_arrays(data.tracks_2d, data.visible, data.confidence,
-                                      data.image_size, w["tracks_3d"], w["group"],
-                                      w["reproj_error"], focal=focal, zoom=zoom,
-                                      distortion=distortion, principal_point=principal_point,
-                                      progress=progress)
+        c2w, K, report, lift = solve_world(data.tracks_2d, data.visible, data.confidence,
+                                           data.image_size, focal=focal, zoom=zoom,
+                                           distortion=distortion,
+                                           principal_point=principal_point, progress=progress)
+        lift_into(report, lift, data.tracks_2d, data.visible, w["tracks_3d"], w["group"],
+                   w["reproj_error"])
         if refine:
-            c2w, K, report = _refine(data, w, c2w, K, report, in_path, clip, focal, zoom,
+            c2w, K, report = _refine(data, w, c2w, K, report, lift, in_path, clip, focal, zoom,
                                      distortion, max_rounds, progress, principal_point)
         w["cam_to_world"][:] = c2w.astype(np.float32)
         w["K"][:] = K.astype(np.float32)
@@ -142,23 +169,24 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
     return w.metadata["solve"]
 
 
-def _refine(data, w, c2w, K, report, in_path, clip, focal, zoom, distortion, max_rounds,
+def _refine(data, w, c2w, K, report, lift, in_path, clip, focal, zoom, distortion, max_rounds,
             progress, principal_point="auto"):
-    """Run :func:`engine.refine.refine_solution` with a re-solve on cleaned visibility."""
+    """Run :func:`engine.refine.refine_solution` with a re-solve on cleaned visibility
+    (``lift``: the first solve's, :func:`solve_world`)."""
     from ..refine import MAX_ROUNDS, find_footage, refine_solution
 
     footage, note = find_footage(data.metadata, in_path, clip)
     if footage is None:
         report.setdefault("warnings", []).append(f"refine: {note}")
 
-    def solve_fn(visible, o3, og, orr):
-        return solve_arrays(data.tracks_2d, visible, data.confidence, data.image_size, o3, og,
-                            orr, focal=focal, zoom=zoom, distortion=distortion,
-                            principal_point=principal_point, progress=progress)
+    def solve_fn(visible):
+        return solve_world(data.tracks_2d, visible, data.confidence, data.image_size,
+                           focal=focal, zoom=zoom, distortion=distortion,
+                           principal_point=principal_point, progress=progress)
 
     c2w, K, rep = refine_solution(data, w, c2w, K, report, footage, solve_fn,
                                   MAX_ROUNDS if max_rounds is None else max_rounds,
-                                  progress=progress)
+                                  progress=progress, lift=lift)
     rep["refine"]["footage"] = note
     if footage is None:
         rep.setdefault("warnings", [])

@@ -518,3 +518,48 @@ def test_final_pass_reusing_the_geometry_pass_gives_the_same_outputs(tmp_path):
     assert {k: x for k, x in ra.report.items() if k not in strip} == \
         {k: x for k, x in rb.report.items() if k not in strip}
     assert rb.report["step_seconds"]["geometry"] < ra.report["step_seconds"]["geometry"] + 1
+
+
+def test_eval_rows_sample_evenly_and_only_above_the_cap():
+    from engine.refine import eval_rows
+
+    assert eval_rows(100, 100) is None
+    r = eval_rows(1000, 100)
+    assert len(r) == 100 and r[0] == 0 and r[-1] == 999 and (np.diff(r) > 0).all()
+
+
+@pytest.mark.parametrize("min_gain", [-1.0, np.inf])
+def test_rounds_judged_on_a_sample_keep_the_same_solution(orbit, tmp_path, monkeypatch,
+                                                           min_gain):
+    """Re-solves judged on a sample of the tracks (dense input) instead of all of them: where
+    the decisions are the same (every candidate accepted / every one rejected), the output is
+    the same bit for bit, an accepted candidate is lifted and fitted in full, and each round
+    records its sample."""
+    import engine.refine as refine
+
+    sc, xy, v = orbit
+    td = _scene_trackdata(sc, xy, v)
+    src = tmp_path / "tracks.npz"
+    save_trackfile(src, td)
+    monkeypatch.setattr(refine, "MIN_GAIN", min_gain)
+    outs = []
+    for cap in (10 ** 9, len(xy) // 3):
+        monkeypatch.setattr(refine, "EVAL_MAX_TRACKS", cap)
+        rep = solve_trackfile(src, tmp_path / f"solved_{cap}.npz", max_rounds=2)
+        outs.append((rep, load_trackfile(tmp_path / f"solved_{cap}.npz")))
+    (rep_all, all_), (rep_s, samp) = outs
+    for name in ("tracks_2d", "visible", "confidence", "tracks_3d", "group", "reproj_error",
+                 "cam_to_world", "K"):
+        np.testing.assert_array_equal(np.asarray(getattr(all_, name)),
+                                      np.asarray(getattr(samp, name)), err_msg=name)
+    ra, rs = rep_all["refine"]["rounds"], rep_s["refine"]["rounds"]
+    assert [e["accepted"] for e in ra] == [e["accepted"] for e in rs]
+    assert rep_all["refine"]["kept_round"] == rep_s["refine"]["kept_round"] == \
+        (2 if min_gain < 0 else 0)
+    assert all("sample" not in e for e in ra)
+    assert all(e["sample"]["tracks"] == len(xy) // 3 and e["sample"]["agreeing_observations"] > 0
+               for e in rs)
+    # a rejected candidate is not lifted in full; an accepted one is, like without a sample
+    assert ("agreeing_observations" in rs[1]) == (min_gain < 0)
+    if min_gain < 0:
+        assert rep_s["lift"] == {**rep_all["lift"], "seconds": rep_s["lift"]["seconds"]}
