@@ -332,7 +332,10 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
             if npp:
                 Vd = V + lam * np.einsum("pii->pi", V)[:, :, None] * np.eye(npp) + 1e-9 * np.eye(npp)
                 Vinv = np.linalg.inv(Vd)
-                WV = np.matmul(Wd.reshape(Na, P, 1, npp), Vinv[None]).reshape(Na, P * npp)
+                # one (Na, npp) x (npp, npp) product per point (the same sums as one per
+                # camera column and point, in far fewer calls)
+                WV = np.matmul(Wd.reshape(Na, P, npp).transpose(1, 0, 2), Vinv
+                               ).transpose(1, 0, 2).reshape(Na, P * npp)
                 S = Ud - WV @ Wd.T
                 rhs = -ga + WV @ gb.reshape(-1)
             else:

@@ -60,12 +60,16 @@ def test_orbit_self_calibrated(orbit):
     assert len(kept & set(orbit["outliers"].tolist())) <= 0.2 * len(orbit["outliers"])
 
 
-def test_self_calibration_restarts_keep_the_best_constrained_run(orbit):
+def test_self_calibration_restarts_keep_the_best_constrained_run(orbit, monkeypatch):
     """A self-calibrated solve runs SOLVE_RESTARTS times (the later runs on tracks jittered far
     below their noise) and keeps the first run unless a restart's focal uncertainty is clearly
-    lower; a known focal runs once; one run can be asked for."""
+    lower; a known focal runs once; one run can be asked for; a first run that pins the focal
+    within RESTART_SKIP_SIGMA is kept without restarts."""
+    import engine.solve.pipeline as pipeline
     from engine.solve.pipeline import SOLVE_RESTARTS
 
+    skip = pipeline.RESTART_SKIP_SIGMA
+    monkeypatch.setattr(pipeline, "RESTART_SKIP_SIGMA", 0.0)
     sol = _solve(orbit)
     runs = sol.report["restarts"]
     assert len(runs) == SOLVE_RESTARTS >= 2 and all(r["ok"] for r in runs)
@@ -87,6 +91,14 @@ def test_self_calibration_restarts_keep_the_best_constrained_run(orbit):
     one = _solve(orbit, restarts=1)
     assert "restarts" not in one.report
     assert one.report["focal_px"] == runs[0]["focal_px"]      # run 0 is the unjittered solve
+    # this orbit pins the focal far better than 1 %: by default run 0 stands alone
+    assert runs[0]["focal_sigma_rel"] < skip
+    monkeypatch.setattr(pipeline, "RESTART_SKIP_SIGMA", skip)
+    alone = _solve(orbit)
+    assert [r["run"] for r in alone.report["restarts"]] == [0]
+    assert "no restarts" in alone.report["restarts_skipped"]
+    np.testing.assert_array_equal(alone.cam_to_world, one.cam_to_world)
+    np.testing.assert_array_equal(alone.K, one.K)
 
 
 def test_known_focal_is_kept(orbit):
