@@ -220,9 +220,9 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
         if spare is None:
             spare = scratch_set()
         res_n = geometry_pass(cand, spare)
-        gain = (res_n.report["agreeing_observations"]
-                / max(1, res.report["agreeing_observations"]))
-        if sample is None:
+        if sample is None:      # (with a sample, accepted above)
+            gain = (res_n.report["agreeing_observations"]
+                    / max(1, res.report["agreeing_observations"]))
             ok = gain > 1 + MIN_GAIN
         rounds.append(_round_entry(r_i, rep_n, res_n, ok,
                                    _dropped(data.visible, res_n.clean_visible)))

@@ -29,8 +29,8 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from ..trackfile import TrackData
 
-__all__ = ["solve_trackfile", "solve_arrays", "solve_world", "solve_cameras", "predict_positions", "SolveError",
-           "focal_px_from_mm"]
+__all__ = ["solve_trackfile", "solve_arrays", "solve_world", "solve_cameras", "predict_positions",
+           "SolveError", "focal_px_from_mm"]
 
 
 def __getattr__(name: str) -> Any:
@@ -57,7 +57,8 @@ def solve_world(tracks_2d, visible, confidence, image_size: tuple[int, int], *,
     Returns (cam_to_world (T, 4, 4) world frame, K (T, 3, 3), report dict, ``lift``), where
     ``lift(tracks_2d, visible, out_tracks_3d, out_group, out_reproj, rigid=True)`` lifts any
     set of tracks (:func:`engine.lift.lift_tracks`, the solve's cameras, lens, noise and static
-    points bound) and returns the lift's report. Raises :class:`SolveError` when the shot cannot be solved.
+    points bound) and returns the lift's report. Raises :class:`SolveError` when the shot cannot
+    be solved.
     """
     from ..lift import lift_tracks
     from ..lift.world import apply_to_cameras, apply_to_points, choose_world
@@ -100,7 +101,7 @@ def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], ou
 
 
 def lift_into(report: dict, lift, tracks_2d, visible, out_tracks_3d, out_group,
-               out_reproj) -> None:
+              out_reproj) -> None:
     """Lift the tracks into ``out_*`` and record the lift's report and wall time."""
     import time
 
@@ -151,7 +152,7 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
                                            distortion=distortion,
                                            principal_point=principal_point, progress=progress)
         lift_into(report, lift, data.tracks_2d, data.visible, w["tracks_3d"], w["group"],
-                   w["reproj_error"])
+                  w["reproj_error"])
         if refine:
             c2w, K, report = _refine(data, w, c2w, K, report, lift, in_path, clip, focal, zoom,
                                      distortion, max_rounds, progress, principal_point)

@@ -332,10 +332,7 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
             if npp:
                 Vd = V + lam * np.einsum("pii->pi", V)[:, :, None] * np.eye(npp) + 1e-9 * np.eye(npp)
                 Vinv = np.linalg.inv(Vd)
-                # one (Na, npp) x (npp, npp) product per point (the same sums as one per
-                # camera column and point, in far fewer calls)
-                WV = np.matmul(Wd.reshape(Na, P, npp).transpose(1, 0, 2), Vinv
-                               ).transpose(1, 0, 2).reshape(Na, P * npp)
+                WV = _times_vinv(Wd, Vinv)
                 S = Ud - WV @ Wd.T
                 rhs = -ga + WV @ gb.reshape(-1)
             else:
@@ -424,14 +421,24 @@ def _focal_marginals(neq, r, Ja, Jb, a_cols, pt, P, npp, idx) -> dict:
                     minlength=P * Na).reshape(P, Na)
     if npp:
         gbo = np.einsum("mik,mi->mk", Jb * sw[:, None, None], rw)        # (M, npp)
-        gb = np.zeros((P, npp))
-        np.add.at(gb, pt, gbo)
+        gb = np.bincount((pt[:, None] * npp + np.arange(npp)).reshape(-1),
+                         weights=gbo.reshape(-1), minlength=P * npp).reshape(P, npp)
         G -= np.einsum("apk,pkl,pl->pa", Wd.reshape(Na, P, npp), Vinv, gb)
     n_tr = max(int(np.count_nonzero(np.bincount(pt, weights=w, minlength=P))), 2)
     # small-sample factor: clusters used, and the residual shrinkage by fitting the points
     corr = n_tr / (n_tr - 1) * (2.0 * m_used) / dof
     track = np.sqrt(np.sum((G @ X) ** 2, axis=0) * corr)
     return {"focal_sigma_px": formal, "focal_sigma_track_px": track, "sigma0_px": s0}
+
+
+def _times_vinv(Wd: np.ndarray, Vinv: np.ndarray) -> np.ndarray:
+    """``W V^-1`` (Na, P*k) for the coupling ``Wd`` (Na, P*k) and point blocks' inverses
+    ``Vinv`` (P, k, k): one (Na, k) x (k, k) product per point (the same sums as one per camera
+    column and point, in far fewer calls)."""
+    Na = len(Wd)
+    P, k = Vinv.shape[:2]
+    WV = np.matmul(Wd.reshape(Na, P, k).transpose(1, 0, 2), Vinv)          # (P, Na, k)
+    return WV.transpose(1, 0, 2).reshape(Na, P * k)
 
 
 def _reduced_inverse_cols(U: np.ndarray, V: np.ndarray | None, Wd: np.ndarray | None,
@@ -447,7 +454,7 @@ def _reduced_inverse_cols(U: np.ndarray, V: np.ndarray | None, Wd: np.ndarray | 
         P, k = V.shape[:2]
         # tiny ridge: points seen only by down-weighted observations have V ~ 0 (and W ~ 0)
         Vinv = np.linalg.inv(V + 1e-9 * np.eye(k))
-        WV = np.matmul(Wd.reshape(Na, P, 1, k), Vinv[None]).reshape(Na, P * k)
+        WV = _times_vinv(Wd, Vinv)
         S = U - WV @ Wd.T
     else:
         S = U
