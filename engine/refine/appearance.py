@@ -171,8 +171,13 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
         # the references then broadcast over the D candidates instead of being gathered
         p = sample_points(desc, footage.to_work_pixels(
             np.where(ok[:, None], xy, 0).astype(np.float32)), _OFFS)
-        d = np.subtract(p.reshape(n, D, -1), ref)
-        c = np.abs(d, out=d).mean(axis=-1)
+        # |patch - reference| in place on the samples (no second (n, D, 72) array), its mean
+        # as one matrix-vector product (summed in BLAS order: the float32 mean to ~1e-7)
+        d = p.reshape(n, D, -1)
+        np.subtract(d, ref, out=d)
+        np.abs(d, out=d)
+        c = (d.reshape(n * D, -1) @ np.full(d.shape[-1], 1.0 / d.shape[-1], np.float32)
+             ).reshape(n, D)
         c[~ok.reshape(n, D)] = np.nan
         cost[:, :, t] = c
 
