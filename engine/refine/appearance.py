@@ -161,6 +161,9 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
     if ref is None:
         return cost
     W, H = footage.input_size
+    # the mean over a patch's values as a matrix-vector product (summed in BLAS order: the
+    # float32 mean to ~1e-7)
+    mean_w = np.full(ref.shape[-1], 1.0 / ref.shape[-1], np.float32)
 
     def frame_costs(t: int, desc: np.ndarray) -> None:
         xy = uv[:, :, t].reshape(-1, 2)
@@ -171,13 +174,11 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
         # the references then broadcast over the D candidates instead of being gathered
         p = sample_points(desc, footage.to_work_pixels(
             np.where(ok[:, None], xy, 0).astype(np.float32)), _OFFS)
-        # |patch - reference| in place on the samples (no second (n, D, 72) array), its mean
-        # as one matrix-vector product (summed in BLAS order: the float32 mean to ~1e-7)
+        # |patch - reference| in place on the samples: no second (n, D, 72) array
         d = p.reshape(n, D, -1)
         np.subtract(d, ref, out=d)
         np.abs(d, out=d)
-        c = (d.reshape(n * D, -1) @ np.full(d.shape[-1], 1.0 / d.shape[-1], np.float32)
-             ).reshape(n, D)
+        c = (d.reshape(n * D, -1) @ mean_w).reshape(n, D)
         c[~ok.reshape(n, D)] = np.nan
         cost[:, :, t] = c
 

@@ -100,6 +100,7 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
     surf_static = (kind == 1) & (n_agree >= min(MIN_AGREE_FRAMES, max(3, T // 3)))
     rigid = kind == 2
     radius = RADIUS_FRAC * float(np.hypot(W, H))
+
     def frame(t: int):
         """(hidden target ids, control ids called hidden, control ids, targets checked) at t."""
         vis_t = np.asarray(visible[:, t]).astype(bool)

@@ -12,49 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..solve.camera import to_cameras, undistort_points
+from ..solve.camera import to_cameras
 from ..solve.triangulate import ray_directions, refine_points
-
-MIN_INLIER_FRACTION = 0.3   # of the tracker's visible frames, for a track to be re-fitted static
-MIN_INLIERS = 3
-
-
-def tau_px(sigma: float) -> float:
-    """Inlier radius (px) of a tracker observation around the geometric prediction."""
-    return max(2.5, 4.0 * float(sigma))
-
-
-def search_range(X: np.ndarray, c2w: np.ndarray) -> tuple[float, float]:
-    """(near, far) depth range (world units) along query rays, around the distances of static
-    world points ``X`` (m, 3) (non-finite rows ignored) from the cameras ``c2w`` (T, 4, 4)."""
-    X = X[np.isfinite(X).all(1)]
-    if len(X) < 3:
-        span = float(np.linalg.norm(np.ptp(c2w[:, :3, 3], axis=0))) or 1.0
-        return 0.05 * span, 1e4 * span
-    C = c2w[np.linspace(0, len(c2w) - 1, min(len(c2w), 16)).astype(int), :3, 3]
-    d = np.linalg.norm(X[:, None] - C[None], axis=-1).ravel()
-    return 0.3 * float(np.percentile(d, 2)), 3.0 * float(np.percentile(d, 98))
-
-
-def undistort_query(query: np.ndarray, K: np.ndarray,
-                    dist: tuple[float, float, float] | None) -> np.ndarray:
-    """``query`` (n, 3) ``[t, x, y]`` with x, y undistorted (float64 copy)."""
-    q = np.asarray(query, np.float64).copy()
-    if dist is not None:
-        qt = np.clip(np.round(q[:, 0]).astype(int), 0, len(K) - 1)
-        for t in np.unique(qt):
-            m = qt == t
-            q[m, 1:3] = undistort_points(q[m, 1:3], K[t], dist)
-    return q
-
-
-def accepts_static(X: np.ndarray, inl: np.ndarray, vis: np.ndarray) -> np.ndarray:
-    """(n,) bool: the static fits ``X`` (n, 3) with inlier frames ``inl`` (n, T) explain the
-    track (at least ``MIN_INLIERS`` inliers and ``MIN_INLIER_FRACTION`` of its visible frames
-    ``vis``); the rest of its observations are the tracker's drift, not the point's motion."""
-    ni = inl.sum(1)
-    return (ni >= min(MIN_INLIERS, vis.shape[1])) \
-        & (ni >= MIN_INLIER_FRACTION * np.maximum(vis.sum(1), 1)) & np.isfinite(X).all(1)
 
 
 def in_image(uv: np.ndarray, W: int, H: int) -> np.ndarray:

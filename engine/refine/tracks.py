@@ -71,13 +71,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..lift.static import undistort_tracks
-from ..solve.camera import project
-from .static import (accepts_static, fit_static, in_image, search_range, tau_px,
-                     undistort_query)
+from ..solve.camera import project, undistort_points
+from .static import fit_static, in_image
 from ..parallel import loop_workers, ordered_map
 from ..progress import stage_of
 from ..track.memory import MIB
 
+MIN_INLIER_FRACTION = 0.3   # of the tracker's visible frames, for a track to be re-fitted static
+MIN_INLIERS = 3
 #: Working bytes per track and frame of one chunk of the static fit / appearance sweep (48 depth
 #: candidates x positions, depths, costs and their temporaries).
 CHUNK_BYTES_PER_TRACK_FRAME = 48 * 64
@@ -113,7 +114,18 @@ def _depth_range(tracks_3d, group, c2w: np.ndarray, N: int) -> tuple[float, floa
     if len(ids) > 2000:
         ids = ids[np.linspace(0, len(ids) - 1, 2000).astype(int)]
     X = np.asarray(tracks_3d[np.sort(ids), 0], np.float64) if len(ids) else np.zeros((0, 3))
-    return search_range(X, c2w)
+    X = X[np.isfinite(X).all(1)]
+    if len(X) < 3:
+        span = float(np.linalg.norm(np.ptp(c2w[:, :3, 3], axis=0))) or 1.0
+        return 0.05 * span, 1e4 * span
+    C = c2w[np.linspace(0, len(c2w) - 1, min(len(c2w), 16)).astype(int), :3, 3]
+    d = np.linalg.norm(X[:, None] - C[None], axis=-1).ravel()
+    return 0.3 * float(np.percentile(d, 2)), 3.0 * float(np.percentile(d, 98))
+
+
+def tau_px(sigma: float) -> float:
+    """Inlier radius (px) of a tracker observation around the geometric prediction."""
+    return max(2.5, 4.0 * float(sigma))
 
 
 def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, reproj_error,
@@ -173,14 +185,22 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
         sl = slice(s, min(N, s + chunk))
         vis = np.asarray(visible[sl]).astype(bool)
         xy = np.asarray(tracks_2d[sl], np.float64)
-        q = undistort_query(query[sl], K, dist)
+        q = np.asarray(query[sl], np.float64).copy()
         g = np.asarray(group[sl]).astype(int)
         err = np.asarray(reproj_error[sl], np.float64)
         X3 = np.asarray(tracks_3d[sl], np.float64)
         xy_u = undistort_tracks(xy, vis, K, dist)
+        if dist is not None:
+            qt = np.clip(np.round(q[:, 0]).astype(int), 0, T - 1)
+            for t in np.unique(qt):
+                m = qt == t
+                q[m, 1:3] = undistort_points(q[m, 1:3], K[t], dist)
         Xs, inl, res = fit_static(xy_u, vis, q, c2w, K, (near, far), tau, mode, radius)
-        fit_frac[sl] = inl.sum(1) / np.maximum(vis.sum(1), 1)
-        st = accepts_static(Xs, inl, vis)
+        nv = vis.sum(1)
+        ni = inl.sum(1)
+        fit_frac[sl] = ni / np.maximum(nv, 1)
+        st = (ni >= min(MIN_INLIERS, T)) & (ni >= MIN_INLIER_FRACTION * np.maximum(nv, 1)) \
+            & np.isfinite(Xs).all(1)
         rig = ~st & np.isin(g, list(rigid_groups)) & (err < thr_rigid) & np.isfinite(X3).all((1, 2))
         k = np.where(st, 1, np.where(rig, 2, 0)).astype(np.int8)
         kind[sl] = k
