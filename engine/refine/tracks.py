@@ -442,19 +442,10 @@ MIN_BASELINE_RATIO = 0.05
 #: deform_0 -0.015 and gained dynamic_0 only +0.005)
 SWEEP_MIN_GOOD = 0.5
 SWEEP_GOOD_PERCENTILE = 90  # "matches": cost below this percentile of agreeing observations' costs
-SWEEP_COST_WEIGHT = 0.5     # score = matching frames - weight * mean truncated cost / threshold
-SWEEP_UNIQUE = 0.8          # unambiguous: depths > 2 steps from the best match in fewer frames
 # tripod: every point is on the background sphere unless it moves; weakly textured background
 # (sky, haze) matches less often, and a wrong acceptance costs little (no depth to get wrong)
 SWEEP_MIN_GOOD_TRIPOD = 0.3
-# Surface prior of the sweep: on plain surfaces every depth "matches" (the appearance cannot
-# choose), so the score is penalised by PRIOR_WEIGHT * (log(depth / surface depth) /
-# PRIOR_SIGMA)^2, the surface depth coming from a robust local plane through nearby textured
-# static-fit tracks (:mod:`.neighbours`). Measured on static_0 (the sweep's tracks, 27 % of
-# the queries, mostly a plain wall): their delta-like score 0.40 -> 0.50; AJ of the clip
-# 0.571 -> 0.618 (with the doubted fits below), other kinds of the full suite up to +0.065.
-PRIOR_WEIGHT = 1.0
-PRIOR_SIGMA = 0.2           # log-depth units
+# the sweep's scores, its surface prior and its coarse scan: :mod:`.sweep`
 #: confidence of a plain (textureless) query pixel placed on its ray in a shot without parallax:
 #: no appearance evidence, but the (nearly) rotation-only camera fixes its track whatever its depth
 PLAIN_NODAL_CONFIDENCE = 0.4
@@ -495,6 +486,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
     visible wherever in frame, at a low confidence (``PLAIN_NODAL_CONFIDENCE``)."""
     from .appearance import sweep_costs
     from .static import _project_many, ray_candidates
+    from .sweep import choose, coarse_costs
 
     if len(ids) == 0:
         return {"n_static_by_appearance": 0}
@@ -515,6 +507,12 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         log_pr = np.log(np.where(has_pr, pr, 1.0))
         best_d = None
         unique = np.ones(n, bool)
+        frac = SWEEP_MIN_GOOD_TRIPOD if mode == "tripod" else SWEEP_MIN_GOOD
+
+        def costs(rows, uv_rows, q=q):
+            return sweep_costs(footage, q[rows].astype(np.float32), uv_rows, check_cancel=check,
+                               descs=descs, workers=workers)
+
         for it in range(2 if len(depths) > 1 else 1):
             if it == 1:   # finer scan between the neighbours of the coarse best depth
                 i = np.searchsorted(depths, best_d).clip(1, len(depths) - 1)
@@ -522,37 +520,18 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
                 fine = np.geomspace(lo, hi, 17, axis=1)
                 X = C[:, None] + fine[..., None] * rays[:, None]
             uv, _ = _project_many(X, c2w, K)
-            cost = sweep_costs(footage, q.astype(np.float32), uv, check_cancel=check, descs=descs,
-                               workers=workers)
-            cost[np.arange(n), :, qt] = np.nan          # the query frame matches trivially
-            inf = np.isfinite(cost)
-            good = (cost < thr_good).sum(-1)
-            trunc = np.where(inf, np.minimum(cost, thr_occ), 0).sum(-1) / np.maximum(inf.sum(-1), 1)
-            score = good - SWEEP_COST_WEIGHT * trunc / thr_occ
+            if it == 0:   # the same decisions as from every depth, fewer depths scanned
+                cost = coarse_costs(costs, uv, depths, qt, log_pr, has_pr, thr_good, thr_occ,
+                                    frac, footage.input_size)
+            else:
+                cost = costs(np.arange(n), uv)
+                cost[np.arange(n), :, qt] = np.nan      # the query frame matches trivially
             cand = depths if it == 0 else fine
-            lc = np.log(np.broadcast_to(cand, score.shape))
-            frac = SWEEP_MIN_GOOD_TRIPOD if mode == "tripod" else SWEEP_MIN_GOOD
-            r_ = np.arange(n)
-
-            def accept(b):
-                return good[r_, b] >= np.maximum(3, frac * inf[r_, b].sum(-1))
-
-            b_pr = np.argmax(score - np.where(has_pr[:, None], PRIOR_WEIGHT * (
-                (lc - log_pr[:, None]) / PRIOR_SIGMA) ** 2, 0.0), 1)
-            if it == 0:
-                # the prior chooses among depths whose appearance matches; where the surface's
-                # depth does not match (another surface in front, a moving point) it is dropped
-                has_pr &= accept(b_pr)
-            b = np.where(has_pr, b_pr, np.argmax(score, 1))
+            b, ok, u, has_pr = choose(cost, cand, log_pr, has_pr, thr_good, thr_occ, frac,
+                                      coarse=it == 0)
             best_d = cand[b] if it == 0 else fine[np.arange(n), b]
-            gb = good[np.arange(n), b]
-            ok = accept(b)
-            if it == 0 and good.shape[1] > 5:
-                # ambiguous along the ray (repetitive or weak texture): another depth, away from
-                # the best, matches nearly as often -> not trusted
-                far_ = np.abs(np.arange(good.shape[1])[None] - b[:, None]) > 2
-                other = np.where(far_, good, 0).max(1)
-                unique = other < SWEEP_UNIQUE * gb
+            if it == 0:     # ambiguous along the ray (repetitive or weak texture): not trusted
+                unique = u
         Xb = C + best_d[:, None] * rays
         uvb, zb = _project_many(Xb, c2w, K)
         cb = cost[np.arange(n), b]                      # (n, T) at the chosen point

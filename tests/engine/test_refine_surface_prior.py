@@ -19,13 +19,14 @@ import track_synth  # noqa: E402
 from test_refine import _plane_clip, refine_outputs  # noqa: E402
 
 import engine.refine.regions as regions_mod  # noqa: E402
+import engine.refine.sweep as sweep_mod  # noqa: E402
 import engine.refine.tracks as tracks_mod  # noqa: E402
 from engine.refine.neighbours import neighbour_depths  # noqa: E402
 from engine.refine.tracks import refine_tracks  # noqa: E402
 
 PATCH = (-0.7, 0.7, 0.0, 1.2)    # world x0, x1, y0, y1 of the plain patch on the plane z = 0
 TEX_PX = 8.0 / 600               # world units per texture pixel (as in _plane_clip)
-PRIOR_WEIGHT = tracks_mod.PRIOR_WEIGHT
+PRIOR_WEIGHT = sweep_mod.PRIOR_WEIGHT
 DOUBT = tracks_mod.DOUBT_MAX_FIT_FRACTION
 SPREAD_MIN = regions_mod.SPREAD_MIN
 
@@ -61,7 +62,7 @@ def _refine(scene, prior_weight, doubt, monkeypatch, regions=False):
 
     path, c2w, K, query, X, uv, vis, plain = scene
     monkeypatch.setattr(regions_mod, "SPREAD_MIN", SPREAD_MIN if regions else np.inf)
-    monkeypatch.setattr(tracks_mod, "PRIOR_WEIGHT", prior_weight)
+    monkeypatch.setattr(sweep_mod, "PRIOR_WEIGHT", prior_weight)
     monkeypatch.setattr(tracks_mod, "DOUBT_MAX_FIT_FRACTION", doubt)
     N, T = vis.shape
     rng = np.random.default_rng(1)
