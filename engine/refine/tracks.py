@@ -492,7 +492,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         return {"n_static_by_appearance": 0}
     T = len(c2w)
     check = progress.check if progress is not None else None
-    n_acc = n_amb = n_plain = 0
+    n_acc = n_amb = n_plain = n_window = 0
     n_prior = int(np.isfinite(prior).sum()) if prior is not None else 0
     workers = loop_workers(budget)
     step = _limited_rows(int(max(16, 4e6 // (48 * T))), T, budget, CHUNK_BYTES_PER_TRACK_FRAME)
@@ -521,8 +521,9 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
                 X = C[:, None] + fine[..., None] * rays[:, None]
             uv, _ = _project_many(X, c2w, K)
             if it == 0:   # the same decisions as from every depth, fewer depths scanned
-                cost = coarse_costs(costs, uv, depths, qt, log_pr, has_pr, thr_good, thr_occ,
-                                    frac, footage.input_size)
+                cost, k = coarse_costs(costs, uv, depths, qt, log_pr, has_pr, thr_good,
+                                       thr_occ, frac, footage.input_size)
+                n_window += k
             else:
                 cost = costs(np.arange(n), uv)
                 cost[np.arange(n), :, qt] = np.nan      # the query frame matches trivially
@@ -553,7 +554,8 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
                                kind, budget)
     return {"n_static_by_appearance": int(n_acc), "n_ambiguous_depth": n_amb,
             "n_plain_nodal": n_plain,
-            "n_surface_prior": n_prior, "sweep_good_threshold": round(thr_good, 4)}
+            "n_surface_prior": n_prior, "n_sweep_window_settled": n_window,
+            "sweep_good_threshold": round(thr_good, 4)}
 
 
 def _write_placed(ids, uv, vis, conf, X, out_tracks_2d, out_visible, out_confidence,

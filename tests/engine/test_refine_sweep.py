@@ -68,8 +68,8 @@ def test_coarse_scan_makes_the_full_scans_choice_with_fewer_depths():
         np.add.at(scanned, (rows[:, None], j[:, :, 0]), 1)
         return cost[rows[:, None, None], j, np.arange(T)]
 
-    got = coarse_costs(costs, uv, depths, qt, log_prior, has_prior, THR_GOOD, THR_OCC, FRAC,
-                       (D, n))
+    got, n_settled = coarse_costs(costs, uv, depths, qt, log_prior, has_prior, THR_GOOD,
+                                  THR_OCC, FRAC, (D, n))
     full = cost.copy()
     full[np.arange(n), :, qt] = np.nan
     want = choose(full, depths, log_prior, has_prior, THR_GOOD, THR_OCC, FRAC, coarse=True)
@@ -85,6 +85,7 @@ def test_coarse_scan_makes_the_full_scans_choice_with_fewer_depths():
     assert (seen[~has_prior].all(1)).all()               # no prior: the whole ray
     assert (seen[part].sum(1) == 2 * PRIOR_WINDOW + 1).all()
     assert 0.2 < part.mean() < has_prior.mean()          # some settled, not all
+    assert n_settled == part.sum()
     inside = (log_prior > np.log(depths[0])) & (log_prior < np.log(depths[-1]))
     plain = has_prior & inside & (kind == 0)
     assert part[plain].mean() > 0.8                      # plain rays near their prior settle
@@ -119,11 +120,12 @@ def test_coarse_scan_of_real_footage_equals_the_full_sweep(tmp_path):
     def costs(rows, uv_rows):
         return sweep_costs(fo, q[rows], uv_rows, descs=descs)
 
-    got = coarse_costs(costs, uv, depths, qt, log_prior, has_prior, 0.3, 1.0, FRAC,
-                       fo.input_size)
+    got, n_settled = coarse_costs(costs, uv, depths, qt, log_prior, has_prior, 0.3, 1.0, FRAC,
+                                  fo.input_size)
     seen = np.isfinite(got)
     np.testing.assert_array_equal(got[seen], full[seen])
     assert seen.any() and not seen.all()        # some rays settled in their window
+    assert 0 < n_settled < n
     for w, g in zip(choose(full, depths, log_prior, has_prior, 0.3, 1.0, FRAC, coarse=True),
                     choose(got, depths, log_prior, has_prior, 0.3, 1.0, FRAC, coarse=True)):
         np.testing.assert_array_equal(g, w)
