@@ -170,7 +170,8 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
         blocks.append(np.broadcast_to(o_pp + np.arange(2), (M, 2)))
     a_cols = np.concatenate(blocks, axis=1) if blocks else np.zeros((M, 0), np.int64)
     ka = a_cols.shape[1]
-    b_cols = np.broadcast_to((pt[:, None] * npp + np.arange(npp))[:, None, :], (M, 2, npp)).reshape(-1)
+    p_cols = _point_cols(pt, npp)                                   # (M, npp)
+    b_cols = np.broadcast_to(p_cols[:, None, :], (M, 2, npp)).reshape(-1)
     # scatter indices of the normal equations, the same in every iteration: flat bins of the
     # camera block U, the gradient ga, the coupling Wd and the point blocks V / gb (bincount sums
     # each bin in observation order, as np.add.at does, and is many times faster)
@@ -179,9 +180,9 @@ def bundle_adjust(st: BAState, cam: np.ndarray, pt: np.ndarray, uv: np.ndarray, 
     u_bins = (a_cols[:, :, None] * Na + a_cols[:, None, :])[okc]
     ga_bins = a_cols[oka]
     okw = np.broadcast_to(oka[:, :, None], (M, ka, npp))
-    w_bins = (a_cols[:, :, None] * (P * npp) + (pt[:, None, None] * npp + np.arange(npp)))[okw]
-    v_bins = (pt[:, None] * (npp * npp) + np.arange(npp * npp)).reshape(-1)
-    gb_bins = (pt[:, None] * npp + np.arange(npp)).reshape(-1)
+    w_bins = (a_cols[:, :, None] * (P * npp) + p_cols[:, None, :])[okw]
+    v_bins = _point_cols(pt, npp * npp).reshape(-1)
+    gb_bins = p_cols.reshape(-1)
 
     def evaluate(R, s, with_jac):
         y = (R[cam] @ s.points[pt][:, :, None])[:, :, 0]
@@ -421,7 +422,7 @@ def _focal_marginals(neq, r, Ja, Jb, a_cols, pt, P, npp, idx) -> dict:
                     minlength=P * Na).reshape(P, Na)
     if npp:
         gbo = np.einsum("mik,mi->mk", Jb * sw[:, None, None], rw)        # (M, npp)
-        gb = np.bincount((pt[:, None] * npp + np.arange(npp)).reshape(-1),
+        gb = np.bincount(_point_cols(pt, npp).reshape(-1),
                          weights=gbo.reshape(-1), minlength=P * npp).reshape(P, npp)
         G -= np.einsum("apk,pkl,pl->pa", Wd.reshape(Na, P, npp), Vinv, gb)
     n_tr = max(int(np.count_nonzero(np.bincount(pt, weights=w, minlength=P))), 2)
@@ -429,6 +430,13 @@ def _focal_marginals(neq, r, Ja, Jb, a_cols, pt, P, npp, idx) -> dict:
     corr = n_tr / (n_tr - 1) * (2.0 * m_used) / dof
     track = np.sqrt(np.sum((G @ X) ** 2, axis=0) * corr)
     return {"focal_sigma_px": formal, "focal_sigma_track_px": track, "sigma0_px": s0}
+
+
+def _point_cols(pt: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices (M, k) of the k consecutive slots of each observation's point (point p owns
+    p * k .. p * k + k - 1; ``pt`` (M,) the observations' point indices): its parameter columns
+    for k = npp, the entries of its V block for k = npp * npp."""
+    return pt[:, None] * k + np.arange(k)
 
 
 def _times_vinv(Wd: np.ndarray, Vinv: np.ndarray) -> np.ndarray:
