@@ -9,6 +9,12 @@ import argparse
 import json
 import sys
 
+if __name__ == "__main__":
+    # before anything imports numpy: BLAS reads its thread count once, when it loads
+    from .parallel import single_threaded_blas
+
+    single_threaded_blas()
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .trackfile import TrackFileError, load_trackfile

@@ -4,10 +4,11 @@ The heavy loops of the lift and the refinement (chunks of tracks, frames of a de
 independent: each iteration reads shared inputs and writes its own slice of the outputs. numpy
 ufuncs and OpenCV release the GIL on large arrays, so running iterations in threads uses the
 machine's cores without copying data to other processes. Each iteration computes what it would
-alone and results are handed back in order, so the results are a serial run's, up to the last
-bits of a matrix product: numpy's BLAS may split a large product differently when two threads
-call it at once (measured: dense static_0, zoom_1 and dynamic_2 bit for bit the same; tripod_0
-one reprojection error 2.3e-14 -> 2.2e-14 px).
+alone and results are handed back in order, so the results are a serial run's. (The engine's
+process runs BLAS single-threaded, :func:`single_threaded_blas`: a threaded BLAS
+splits a large product over its own threads, so the product's last bits could depend on how many
+were free when two loop threads called it at once. Measured with one BLAS thread: the dense
+static_0 solve gives the same output bit for bit with one loop thread or two.)
 
 Every iteration in flight holds its own temporaries, so a run under a memory limit uses one
 thread (the chunk sizes are budgeted for one). ``WT_THREADS`` caps the count (as for the ONNX
@@ -15,14 +16,40 @@ sessions, :func:`engine.runtime.default_threads`).
 """
 from __future__ import annotations
 
+import os
 from collections import deque
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, MutableMapping, TypeVar
 
 R = TypeVar("R")
 
 #: most threads a loop uses: beyond this the loops are memory-bound (measured on 2 cores only;
 #: a guard against a many-core machine multiplying the per-iteration temporaries)
 MAX_WORKERS = 8
+
+
+#: BLAS libraries' thread-count variables (OpenBLAS, MKL, Apple Accelerate)
+BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def single_threaded_blas(environ: MutableMapping[str, str] = os.environ) -> None:
+    """One BLAS thread for this process unless the environment already names a count. Only
+    effective before numpy is first imported (BLAS reads it once, when it loads): ``python -m
+    engine`` calls it first thing.
+
+    The engine spreads its work over the cores itself, a chunk of tracks or a frame per thread;
+    a threaded BLAS inside those threads oversubscribes the cores (its idle threads spin: a dense
+    48-frame solve spent 44 s of system time in 3.2 million ``sched_yield`` calls). Measured on
+    2 cores, dense static_0 solve: 88 s with BLAS threads, 80 s with one."""
+    for name in BLAS_THREAD_VARS:
+        environ.setdefault(name, "1")
+
+
+def blas_threads(environ: Mapping[str, str] = os.environ) -> str:
+    """The BLAS thread count this process asked for (the report's record), or "default"."""
+    for name in BLAS_THREAD_VARS:
+        if name in environ:
+            return environ[name]
+    return "default"
 
 
 def loop_workers(budget=None) -> int:

@@ -37,10 +37,12 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["refine_solution", "find_footage", "check_memory_limit", "refine_minimum_mb",
-           "MAX_ROUNDS", "EVAL_MAX_TRACKS", "eval_rows"]
+           "MAX_ROUNDS", "RESOLVE_RUNS", "EVAL_MAX_TRACKS", "eval_rows"]
 
 MAX_ROUNDS = 2          # re-solves after the first solve
 MIN_GAIN = 0.01         # relative growth of agreeing observations that counts as improvement
+#: runs of a self-calibrated re-solve (the first solve's restarts: SOLVE_RESTARTS)
+RESOLVE_RUNS = 1
 #: A re-solve of more tracks than this is judged on this many of them (evenly spaced rows).
 EVAL_MAX_TRACKS = 16384
 WORK_MAX_SIDE = 640     # appearance descriptors are computed at this working resolution
@@ -210,7 +212,8 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
             if not ok:
                 rounds.append({"round": r_i, "accepted": False,
                                "reproj_median_px": rep_n.get("reproj_median_px"),
-                               "focal_px": rep_n.get("focal_px"), "sample": ev})
+                               "focal_px": rep_n.get("focal_px"), "solve_runs": _runs(rep_n),
+                               "sample": ev})
                 break
         o3 = budget.array((N, T, 3), np.float32, work)
         og = budget.array((N,), np.int32, work)
@@ -314,9 +317,15 @@ def _copy(src, budget, folder) -> np.ndarray:
     return dst
 
 
+def _runs(rep: dict) -> int:
+    """How many runs the solve behind a round made (its restarts; one without)."""
+    return len(rep.get("restarts", ())) or 1
+
+
 def _round_entry(i: int, rep: dict, res, accepted: bool, dropped: float) -> dict:
     return {"round": i, "accepted": accepted, "reproj_median_px": rep.get("reproj_median_px"),
-            "focal_px": rep.get("focal_px"), "n_static": res.report["n_static"],
+            "focal_px": rep.get("focal_px"), "solve_runs": _runs(rep),
+            "n_static": res.report["n_static"],
             "n_rigid": res.report["n_rigid"],
             "agreeing_observations": res.report["agreeing_observations"],
             "dropped_observations": round(dropped, 6)}

@@ -31,7 +31,6 @@ import numpy as np
 
 from ..decode.footage import _rescale_pixels
 from .appearance import _gray, contrast_map
-from .static import _project_many
 
 MAX_SIDE = 480          # region images are worked on at most this size (px, longer side)
 PLAIN_STD = 0.03        # grey std (0..1, 7x7 box) at or below which a pixel is plain
@@ -77,6 +76,8 @@ class _Region:
         self.t, self.ref, self.rays, self.c2w, self.K = t, ref, rays, c2w, K
         self.geo, self.mask, self.frames = geo, mask, frames
         self._tg = None
+        self._rel = None
+        self._frames_stack = None
 
     @property
     def tg(self) -> list[int]:
@@ -84,6 +85,21 @@ class _Region:
         if self._tg is None:
             self._tg = [f for f in _targets(self.t, len(self.c2w)) if f in self.frames]
         return self._tg
+
+    def _homographies(self, p: np.ndarray) -> np.ndarray:
+        """(J, 3, 3) maps of the query camera's normalised rays (x, y, 1) to the target frames'
+        homogeneous region-image pixels through plane ``p``: a point X_c = ray / (p . ray) of
+        the query camera is R_j^T R_t X_c + R_j^T (C_t - C_j) in target camera j, so (scaled by
+        p . ray) S K_j (R_j^T R_t + R_j^T (C_t - C_j) p^T) ray, S the input -> region pixel
+        scaling. All but the plane is made once per region (a score is thousands of them)."""
+        if self._rel is None:
+            tg = self.tg
+            R_t, C_t = self.c2w[self.t, :3, :3], self.c2w[self.t, :3, 3]
+            Rj_T = np.transpose(self.c2w[tg, :3, :3], (0, 2, 1))
+            self._rel = (Rj_T @ R_t, np.einsum("jik,jk->ji", Rj_T, C_t - self.c2w[tg, :3, 3]),
+                         self.geo.matrix() @ self.K[tg])
+        A, b, SK = self._rel
+        return SK @ (A + b[:, :, None] * p[None, None, :])
 
     def score(self, p: np.ndarray) -> float:
         """Mean truncated colour difference of the samples mapped through plane ``p``
@@ -94,21 +110,36 @@ class _Region:
         okw = w > 1e-12
         if okw.mean() < MIN_INFRAME or not self.tg:
             return 1.0
-        X = (self.rays / np.where(okw, w, 1.0)[:, None]) @ self.c2w[self.t, :3, :3].T \
-            + self.c2w[self.t, :3, 3]
-        uv, z = _project_many(X, self.c2w[self.tg], self.K[self.tg])
-        uv = self.geo.to_region(uv)
+        h = self.rays @ np.transpose(self._homographies(p), (0, 2, 1))      # (J, s, 3)
+        hz = h[:, :, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            uv = h[:, :, :2] / hz[:, :, None]
         Hr, Wr = self.mask.shape
-        costs = []
-        for j, f in enumerate(self.tg):
-            m = okw & (z[:, j] > 0) & (uv[:, j, 0] >= 0) & (uv[:, j, 0] <= Wr - 1) \
-                & (uv[:, j, 1] >= 0) & (uv[:, j, 1] <= Hr - 1)
-            if m.mean() < MIN_INFRAME:
-                continue
-            u = np.nan_to_num(uv[:, j]).astype(np.float32)
-            s = cv2.remap(self.frames[f], u[:, :1], u[:, 1:], cv2.INTER_LINEAR)[:, 0] / 255.0
-            costs.append(float(np.minimum(np.abs(s - self.ref).sum(-1)[m], COST_CAP).mean()))
-        return float(np.mean(costs)) if costs else 1.0
+        m = okw & (hz > 1e-9 * np.where(okw, w, 1.0)) & (uv[..., 0] >= 0) \
+            & (uv[..., 0] <= Wr - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= Hr - 1)
+        use = np.flatnonzero(m.mean(1) >= MIN_INFRAME)
+        if len(use) == 0:
+            return 1.0
+        # one remap over the target frames stacked top to bottom: OpenCV's own fixed-point
+        # positions of each frame's samples, moved down to their frame by whole rows (the same
+        # bilinear taps and weights as one remap per frame; a sample's taps stay in its frame)
+        u = np.nan_to_num(uv[use]).astype(np.float32)
+        ij, frac = cv2.convertMaps(np.ascontiguousarray(u[..., 0]),
+                                   np.ascontiguousarray(u[..., 1]), cv2.CV_16SC2)
+        ij[..., 1] += (use.astype(np.int16) * np.int16(Hr))[:, None]
+        smp = cv2.remap(self._stack(), ij, frac, cv2.INTER_LINEAR) / 255.0     # (J', s, 3)
+        c = np.minimum(np.abs(smp - self.ref).sum(-1), COST_CAP)
+        mu = m[use]
+        return float(np.mean([cj[mj].mean() for cj, mj in zip(c, mu)]))
+
+    def _stack(self) -> np.ndarray:
+        """The target frames stacked top to bottom (kept until :meth:`release`)."""
+        if self._frames_stack is None:
+            self._frames_stack = np.concatenate([self.frames[f] for f in self.tg], axis=0)
+        return self._frames_stack
+
+    def release(self) -> None:
+        self._frames_stack = None
 
 
 def plain_region_depths(footage, query: np.ndarray, c2w: np.ndarray, K: np.ndarray,
@@ -169,8 +200,12 @@ def plain_region_depths(footage, query: np.ndarray, c2w: np.ndarray, K: np.ndarr
     ws = 1.0 / np.geomspace(max(near, 1e-9), max(far, 1.01 * max(near, 1e-9)), N_FRONTO)
     planes: list[tuple[np.ndarray, float]] = []     # accepted planes, world frame: n . X = d
     n_fits = 0
+    last = None
     # most candidates first: they get the full fits, the rest try the planes found so far
     for reg, members in sorted(pending, key=lambda rm: -len(rm[1])):
+        if last is not None:
+            last.release()      # a region is scored only in its own turn
+        last = reg
         if check_cancel:
             check_cancel()
         report["n_regions"] += 1
@@ -205,6 +240,8 @@ def plain_region_depths(footage, query: np.ndarray, c2w: np.ndarray, K: np.ndarr
         with np.errstate(divide="ignore", invalid="ignore"):
             depth[members] = np.where(w > 1e-12, np.linalg.norm(rays, axis=1) / w, np.nan)
         report["n_regions_replaced"] += 1
+    if last is not None:
+        last.release()
     report["n_region_fits"] = n_fits
     report["n_plain_region"] = int(np.isfinite(depth).sum())
     return depth, report
@@ -232,6 +269,11 @@ class _Scale:
 
     def __init__(self, src: tuple[int, int], dst: tuple[int, int]):
         self.src, self.dst = src, dst
+
+    def matrix(self) -> np.ndarray:
+        """(3, 3) input px -> region px on homogeneous pixels (as :meth:`to_region`)."""
+        sx, sy = self.dst[0] / self.src[0], self.dst[1] / self.src[1]
+        return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
     def to_region(self, uv: np.ndarray) -> np.ndarray:
         return _rescale_pixels(uv, self.src, self.dst, np.float64)

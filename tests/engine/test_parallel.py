@@ -218,3 +218,15 @@ def test_occlusion_check_in_threads_equals_the_serial_check(scene, monkeypatch):
     assert ra == rb and na == nb > 100
     for k in a:
         _same(a[k], b[k], k)
+
+
+def test_single_threaded_blas_keeps_a_count_the_environment_names():
+    from engine.parallel import BLAS_THREAD_VARS, blas_threads, single_threaded_blas
+
+    env: dict[str, str] = {}
+    assert blas_threads(env) == "default"
+    single_threaded_blas(env)
+    assert env == dict.fromkeys(BLAS_THREAD_VARS, "1") and blas_threads(env) == "1"
+    env = {"OPENBLAS_NUM_THREADS": "4"}
+    single_threaded_blas(env)
+    assert env["OPENBLAS_NUM_THREADS"] == "4" and blas_threads(env) == "4"

@@ -138,6 +138,23 @@ def test_solve_trackfile_refines_by_default_without_footage(orbit, tmp_path):
     assert np.isfinite(out.tracks_3d[out.group < 0, 0]).all()
 
 
+def test_a_re_solve_is_one_run_of_the_solve(orbit, tmp_path, monkeypatch):
+    """The first solve keeps the best of its restarts; a round's re-solve runs once (it only has
+    to beat the kept solution, and restarts were most of its cost)."""
+    import engine.solve.pipeline as pipeline
+    from engine.refine import RESOLVE_RUNS
+
+    monkeypatch.setattr(pipeline, "RESTART_SKIP_SIGMA", 0.0)    # the first solve restarts
+    sc, xy, v = orbit
+    src = tmp_path / "tracks.npz"
+    save_trackfile(src, _scene_trackdata(sc, xy, v))
+    rep = solve_trackfile(src, tmp_path / "solved.npz", max_rounds=1)
+    rounds = rep["refine"]["rounds"]
+    assert len(rounds) == 2 and "error" not in rounds[1]
+    assert rounds[0]["solve_runs"] == pipeline.SOLVE_RESTARTS > RESOLVE_RUNS == 1
+    assert rounds[1]["solve_runs"] == RESOLVE_RUNS
+
+
 def test_no_refine_keeps_tracker_output(orbit, tmp_path):
     sc, xy, v = orbit
     td = _scene_trackdata(sc, xy, v)

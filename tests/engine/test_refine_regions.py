@@ -121,3 +121,61 @@ def test_plain_wall_gets_its_plane_depth_and_coherent_points_are_left_alone(tmp_
 
     depth2, rep2 = plain_region_depths(footage, q_wall, c2w, K, coherent, (near, far))
     assert not np.isfinite(depth2).any() and rep2["n_regions_replaced"] == 0, rep2
+
+
+def _score_per_frame(reg, p: np.ndarray) -> float:
+    """A region's score the plain way: the plane's 3D points projected through each target
+    camera and sampled with one remap per frame (what :meth:`_Region.score` must equal)."""
+    import cv2
+
+    from engine.refine.regions import COST_CAP, MIN_INFRAME
+    from engine.refine.static import _project_many
+
+    w = reg.rays[:, :2] @ p[:2] + p[2]
+    okw = w > 1e-12
+    if okw.mean() < MIN_INFRAME or not reg.tg:
+        return 1.0
+    X = (reg.rays / np.where(okw, w, 1.0)[:, None]) @ reg.c2w[reg.t, :3, :3].T \
+        + reg.c2w[reg.t, :3, 3]
+    uv, z = _project_many(X, reg.c2w[reg.tg], reg.K[reg.tg])
+    uv = reg.geo.to_region(uv)
+    Hr, Wr = reg.mask.shape
+    costs = []
+    for j, f in enumerate(reg.tg):
+        m = okw & (z[:, j] > 0) & (uv[:, j, 0] >= 0) & (uv[:, j, 0] <= Wr - 1) \
+            & (uv[:, j, 1] >= 0) & (uv[:, j, 1] <= Hr - 1)
+        if m.mean() < MIN_INFRAME:
+            continue
+        u = np.nan_to_num(uv[:, j]).astype(np.float32)
+        s = cv2.remap(reg.frames[f], u[:, :1], u[:, 1:], cv2.INTER_LINEAR)[:, 0] / 255.0
+        costs.append(float(np.minimum(np.abs(s - reg.ref).sum(-1)[m], COST_CAP).mean()))
+    return float(np.mean(costs)) if costs else 1.0
+
+
+def test_region_score_through_plane_homographies_equals_projecting_each_frame():
+    """The score maps the region's samples into all target frames through one homography each
+    and samples the frames stacked in one remap; it equals projecting the plane's 3D points and
+    remapping frame by frame, for planes in front, slanted, partly behind and out of frame."""
+    from engine.refine.regions import _Region, _Scale, _targets
+
+    rng = np.random.default_rng(4)
+    Tn, Win, Hin = 20, 200, 150
+    geo = _Scale((Win, Hin), (160, 120))            # region images smaller than the input
+    K = np.repeat(np.array([[180.0, 0, (Win - 1) / 2], [0, 180.0, (Hin - 1) / 2],
+                            [0, 0, 1]])[None], Tn, 0)
+    c2w = np.stack([look_at(np.array([-1.0 + 0.1 * i, -3.0, 1.2 + 0.02 * i]),
+                            np.array([0.2 * np.sin(i), 5.0, 1.0])) for i in range(Tn)])
+    t = 9
+    frames = {f: rng.integers(0, 256, (120, 160, 3), np.uint8) for f in _targets(t, Tn)}
+    pix = np.c_[rng.uniform(-0.5, Win - 0.5, 900), rng.uniform(-0.5, Hin - 0.5, 900)]
+    rays = np.c_[pix, np.ones(len(pix))] @ np.linalg.inv(K[t]).T
+    ref = rng.random((len(pix), 3)).astype(np.float32)
+    reg = _Region(t, ref, rays, c2w, K, geo, np.ones((120, 160), np.uint8), frames)
+    planes = [np.array([0.0, 0.0, 1 / d]) for d in (0.5, 2.0, 8.0, 40.0, 1e4)]
+    planes += [np.r_[rng.normal(0, 0.2, 2), rng.uniform(-0.05, 0.4)] for _ in range(40)]
+    got = np.array([reg.score(p) for p in planes])
+    want = np.array([_score_per_frame(reg, p) for p in planes])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert (want < 1.0).sum() > 20 and (want == 1.0).any()     # both kinds of plane were tried
+    reg.release()
+    assert reg.score(planes[2]) == got[2]                        # the stack is made again

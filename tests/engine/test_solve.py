@@ -8,6 +8,7 @@ check there is "at the noise floor" (<= 0.45 px), not <= 0.3 px.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from solve_synth import ate, make_scene, rotation_errors_deg, to_trackdata  # noqa: E402
 
+from engine.parallel import BLAS_THREAD_VARS  # noqa: E402
 from engine.solve import focal_px_from_mm, predict_positions, solve_trackfile  # noqa: E402
 from engine.solve.observability import FOCAL_SIGMA_WARN  # noqa: E402
 from engine.solve.pipeline import SolveError, solve_cameras  # noqa: E402
@@ -253,14 +255,17 @@ def test_solve_trackfile_and_cli(tmp_path, orbit):
     assert np.nanmedian(err) < 0.5
     # CLI, writing over its own input
     cli_out = inp
+    # (the engine process asks BLAS for one thread when the environment names no count)
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARS}
     r = subprocess.run([sys.executable, "-m", "engine", "solve", str(inp), "--out", str(cli_out),
                         "--focal", str(float(orbit["focals"][0])), "--progress", "quiet",
                         "--report", str(tmp_path / "rep.json")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert "solved" in r.stdout
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert rep["focal_source"] == "given"
+    assert rep["threads"]["blas"] == "1" and rep["threads"]["loops"] >= 1
     assert load_trackfile(cli_out).metadata["solve"]["focal_source"] == "given"
     r = subprocess.run([sys.executable, "-m", "engine", "solve", str(inp), "--out",
                         str(tmp_path / "x.npz"), "--focal-mm", "35"], cwd=ROOT,
