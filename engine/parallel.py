@@ -38,8 +38,8 @@ def single_threaded_blas(environ: MutableMapping[str, str] = os.environ) -> None
 
     The engine spreads its work over the cores itself, a chunk of tracks or a frame per thread;
     a threaded BLAS inside those threads oversubscribes the cores (its idle threads spin: a dense
-    48-frame solve spent 44 s of system time in 3.2 million ``sched_yield`` calls). Measured on
-    2 cores, dense static_0 solve: 88 s with BLAS threads, 80 s with one."""
+    48-frame solve spent 44 s of system time in 3.2 million ``sched_yield`` calls, 12 s with one
+    BLAS thread; its wall time changed by less than the machine's drift)."""
     for name in BLAS_THREAD_VARS:
         environ.setdefault(name, "1")
 

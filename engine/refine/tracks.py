@@ -495,6 +495,7 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
     n_acc = n_amb = n_plain = n_window = 0
     n_prior = int(np.isfinite(prior).sum()) if prior is not None else 0
     workers = loop_workers(budget)
+    frac = SWEEP_MIN_GOOD_TRIPOD if mode == "tripod" else SWEEP_MIN_GOOD
     step = _limited_rows(int(max(16, 4e6 // (48 * T))), T, budget, CHUNK_BYTES_PER_TRACK_FRAME)
     for s in range(0, len(ids), step):
         sub = ids[s:s + step]
@@ -507,7 +508,6 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         log_pr = np.log(np.where(has_pr, pr, 1.0))
         best_d = None
         unique = np.ones(n, bool)
-        frac = SWEEP_MIN_GOOD_TRIPOD if mode == "tripod" else SWEEP_MIN_GOOD
 
         def costs(rows, uv_rows, q=q):
             return sweep_costs(footage, q[rows].astype(np.float32), uv_rows, check_cancel=check,

@@ -185,7 +185,7 @@ def _refine(data, w, c2w, K, report, lift, in_path, clip, focal, zoom, distortio
         report.setdefault("warnings", []).append(f"refine: {note}")
 
     # a re-solve is one run, not the first solve's restarts: it only has to beat the kept
-    # solution to be kept, and restarts were most of its cost (zoom_0: 270 -> 73 s a solve).
+    # solution to be kept, and restarts were most of its cost (zoom_0's refinement 56 -> 26 s).
     # Of the suite's 15 clips only zoom_1 keeps a re-solve, the same one as with restarts
     # (agreeing observations 25,660 -> 29,633 both ways)
     def solve_fn(visible):
