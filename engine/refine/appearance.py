@@ -51,12 +51,17 @@ class DescriptorCache:
         self._store: dict[int, np.ndarray] = {}
         self._bytes = 0
 
+    def holds_all(self, n: int) -> bool:
+        """Whether the descriptors of frames ``0 .. n - 1`` (as many as the footage has) are
+        all held: :meth:`frames` then only reads them, so threads may stream them at once."""
+        return all(t in self._store for t in range(min(int(n), self.footage.n_frames)))
+
     def frames(self, last: int) -> Iterator[tuple[int, Callable[[], np.ndarray]]]:
         """Yield ``(t, get)`` for frames ``t = 0 .. last`` (fewer if the footage is shorter);
         ``get()`` returns frame t's descriptors (C, h, w) at the working resolution, computed
         only when asked for."""
         n = min(int(last) + 1, self.footage.n_frames)
-        if all(t in self._store for t in range(n)):
+        if self.holds_all(n):
             for t in range(n):
                 yield t, (lambda t=t: self._store[t])
             return          # (also every n <= 0: nothing to stream)

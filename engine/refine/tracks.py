@@ -458,6 +458,8 @@ ANCHOR_MIN_TEXTURE = 0.03   # grey-level std (0..1, 7x7 box) for a static-fit tr
 #: clip fits whole (2.4 MiB a frame), so its footage is decoded and described once instead of
 #: ~100 times; with a memory limit at most a quarter of the spare memory
 DESCRIPTOR_CACHE_MB = 256
+#: depth-sweep chunk: candidate positions (48 depths x frames x tracks) scanned at once
+SWEEP_CHUNK_ELEMENTS = 4_000_000
 PRIOR_RADIUS_FRAC = 0.3     # neighbourhood radius: this fraction of the image diagonal
 PRIOR_NEIGHBOURS = 32
 # a static fit is doubted (re-placed by the sweep with the prior) on a plain query pixel when few
@@ -492,12 +494,18 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         return {"n_static_by_appearance": 0}
     T = len(c2w)
     check = progress.check if progress is not None else None
-    n_acc = n_amb = n_plain = n_window = 0
     n_prior = int(np.isfinite(prior).sum()) if prior is not None else 0
     workers = loop_workers(budget)
     frac = SWEEP_MIN_GOOD_TRIPOD if mode == "tripod" else SWEEP_MIN_GOOD
-    step = _limited_rows(int(max(16, 4e6 // (48 * T))), T, budget, CHUNK_BYTES_PER_TRACK_FRAME)
-    for s in range(0, len(ids), step):
+    step = _limited_rows(int(max(16, SWEEP_CHUNK_ELEMENTS // (48 * T))), T, budget,
+                         CHUNK_BYTES_PER_TRACK_FRAME)
+    # chunks in threads once every frame's descriptors are held (then no chunk decodes or
+    # describes a frame, and each does its projections and choices alongside the other's);
+    # else one chunk at a time, its frames compared in threads
+    outer = workers if workers > 1 and descs.holds_all(T) else 1
+    inner = 1 if outer > 1 else workers
+
+    def chunk(s: int) -> tuple[int, int, int, int]:
         sub = ids[s:s + step]
         q = np.asarray(query[sub], np.float64)
         n = len(sub)
@@ -508,10 +516,11 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         log_pr = np.log(np.where(has_pr, pr, 1.0))
         best_d = None
         unique = np.ones(n, bool)
+        n_window = 0
 
-        def costs(rows, uv_rows, q=q):
+        def costs(rows, uv_rows):
             return sweep_costs(footage, q[rows].astype(np.float32), uv_rows, check_cancel=check,
-                               descs=descs, workers=workers)
+                               descs=descs, workers=inner)
 
         for it in range(2 if len(depths) > 1 else 1):
             if it == 1:   # finer scan between the neighbours of the coarse best depth
@@ -521,9 +530,8 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
                 X = C[:, None] + fine[..., None] * rays[:, None]
             uv, _ = _project_many(X, c2w, K)
             if it == 0:   # the same decisions as from every depth, fewer depths scanned
-                cost, k = coarse_costs(costs, uv, depths, qt, log_pr, has_pr, thr_good,
-                                       thr_occ, frac, footage.input_size)
-                n_window += k
+                cost, n_window = coarse_costs(costs, uv, depths, qt, log_pr, has_pr, thr_good,
+                                              thr_occ, frac, footage.input_size)
             else:
                 cost = costs(np.arange(n), uv)
                 cost[np.arange(n), :, qt] = np.nan      # the query frame matches trivially
@@ -542,16 +550,24 @@ def _appearance_sweep(footage, ids, query, c2w, K, depth_range, mode, radius, th
         # ambiguous depth (another depth matches nearly as well): still far better than a lost
         # track on the measured clips, but flagged by a halved confidence
         conf = np.where(unique[:, None], conf, 0.5 * conf)
-        n_amb += int((ok & ~unique).sum())
+        n_amb = int((ok & ~unique).sum())
+        n_plain = 0
         if plain is not None:
             pl = plain[s:s + step] & ~ok
             vis[pl] = inframe[pl]
             conf[pl] = np.where(inframe[pl], PLAIN_NODAL_CONFIDENCE, 0.0)
             ok = ok | pl
-            n_plain += int(pl.sum())
-        n_acc += _write_placed(sub[ok], uvb[ok], vis[ok], conf[ok], Xb[ok], out_tracks_2d,
-                               out_visible, out_confidence, out_tracks_3d, out_group, out_reproj,
-                               kind, budget)
+            n_plain = int(pl.sum())
+        # (each chunk writes its own tracks' rows)
+        n_acc = _write_placed(sub[ok], uvb[ok], vis[ok], conf[ok], Xb[ok], out_tracks_2d,
+                              out_visible, out_confidence, out_tracks_3d, out_group, out_reproj,
+                              kind, budget)
+        return n_acc, n_amb, n_plain, n_window
+
+    counts = np.zeros(4, int)
+    for c in ordered_map(chunk, ((s,) for s in range(0, len(ids), step)), outer, check):
+        counts += c
+    n_acc, n_amb, n_plain, n_window = (int(v) for v in counts)
     return {"n_static_by_appearance": int(n_acc), "n_ambiguous_depth": n_amb,
             "n_plain_nodal": n_plain,
             "n_surface_prior": n_prior, "n_sweep_window_settled": n_window,

@@ -203,6 +203,46 @@ def test_refine_in_threads_equals_the_serial_refine(tmp_path, monkeypatch):
 
 
 
+def test_sweep_chunks_in_threads_equal_the_serial_sweep(tmp_path, monkeypatch):
+    """With every frame's descriptors held, the depth sweep runs its chunks of tracks in
+    threads (each frame of a chunk compared in that chunk's thread): the same outputs and
+    counts as one chunk at a time with its frames in threads, and as one thread."""
+    from test_refine import lost_tracks_case, refine_outputs
+
+    import engine.refine.tracks as rt
+    from engine.decode import open_footage
+
+    path, args = lost_tracks_case(tmp_path, seed=4)
+    N, T = args[1].shape
+    monkeypatch.setattr(rt, "SWEEP_CHUNK_ELEMENTS", 48 * T * 16)     # chunks of 16 tracks
+    calls = []
+    real_map = rt.ordered_map
+
+    def spy(fn, items, workers, check_cancel=None):
+        calls.append((fn.__name__, workers))
+        return real_map(fn, items, workers, check_cancel)
+
+    monkeypatch.setattr(rt, "ordered_map", spy)
+    outs = []
+    for threads, cache_mb in (("1", 256), ("3", 256), ("3", 0)):
+        monkeypatch.setenv("WT_THREADS", threads)
+        monkeypatch.setattr(rt, "DESCRIPTOR_CACHE_MB", cache_mb)
+        calls.clear()
+        out = refine_outputs(N, T)
+        res = rt.refine_tracks(*args, out["xy"], out["v"], out["c"], out["x3"], out["g"],
+                               out["e"], footage=open_footage(path), chunk=64)
+        outs.append((out, res, [w for name, w in calls if name == "chunk"]))
+    (a, ra, wa), (b, rb, wb), (c, rc, wc) = outs
+    assert wa == [1] and wb == [3] and wc == [1]     # threads over chunks only when all held
+    assert (ra.kind == 3).sum() > 16                 # several chunks were swept
+    for other, ro in ((b, rb), (c, rc)):
+        for k in a:
+            _same(a[k], other[k], k)
+        np.testing.assert_array_equal(ra.kind, ro.kind)
+        for key in ("n_static_by_appearance", "n_ambiguous_depth", "n_sweep_window_settled"):
+            assert ra.report[key] == ro.report[key], key
+
+
 def test_occlusion_check_in_threads_equals_the_serial_check(scene, monkeypatch):
     """The geometric occlusion test (frames in threads, counts gathered in frame order) hides the
     same point-frames with the same report as in one thread."""

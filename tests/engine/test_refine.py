@@ -242,14 +242,16 @@ def test_descriptor_cache_gives_the_same_costs_and_decodes_the_clip_once(tmp_pat
     n_plain = len(decoded)
     decoded.clear()
     cache = DescriptorCache(fo, max_bytes=1 << 30)
+    assert not cache.holds_all(T)
     cached = passes(cache)
     assert len(decoded) == T + 1 < n_plain     # only the first streams decoded the clip
+    assert cache.holds_all(T) and cache.holds_all(T + 5)    # (as many frames as there are)
     for x, y in zip(plain, cached):
         np.testing.assert_array_equal(x, y)
     decoded.clear()
     tiny = DescriptorCache(fo, max_bytes=1)
     np.testing.assert_array_equal(passes(tiny)[1], plain[1])
-    assert len(decoded) == n_plain and not tiny._store
+    assert len(decoded) == n_plain and not tiny._store and not tiny.holds_all(T)
 
 
 #: the occluder of :func:`_plane_clip`: a textured card of this side (px) sliding right across
