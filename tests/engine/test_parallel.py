@@ -202,7 +202,6 @@ def test_refine_in_threads_equals_the_serial_refine(tmp_path, monkeypatch):
     assert (ra.kind == 3).sum() > 0           # the sweep ran
 
 
-
 def test_sweep_chunks_in_threads_equal_the_serial_sweep(tmp_path, monkeypatch):
     """With every frame's descriptors held, the depth sweep runs its chunks of tracks in
     threads (each frame of a chunk compared in that chunk's thread): the same outputs and
