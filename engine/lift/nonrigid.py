@@ -42,13 +42,31 @@ def lift_nonrigid(xy_u: np.ndarray, vis: np.ndarray, K: np.ndarray, c2w: np.ndar
     xc = np.stack([xn * sm, yn * sm, sm], -1)
     X = np.matmul(xc[..., None, :], np.swapaxes(c2w[:, :3, :3], 1, 2)[None])[..., 0, :] \
         + c2w[None, :, :3, 3]
-    # fill hidden frames
-    out = np.full((n, T, 3), np.nan)
-    tt = np.arange(T)
-    for i in range(n):
-        v = np.flatnonzero(vis[i] & np.isfinite(X[i, :, 0]))
-        if len(v) == 0:
-            continue
-        for k in range(3):
-            out[i, :, k] = np.interp(tt, v, X[i, v, k])
+    return fill_hidden(X, vis & np.isfinite(X[..., 0]))
+
+
+def fill_hidden(X: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """Paths (n, T, 3) with the frames not ``known`` (n, T) filled by linear interpolation
+    between the known ones and held at the ends (NaN rows where none is known): per row what
+    ``np.interp(arange(T), known frames, X[known frames])`` gives, bit for bit (the same
+    formula, slope * (t - t0) + X[t0]), for all rows at once."""
+    n, T = known.shape
+    t = np.arange(T)
+    # the known frame at or before each frame, and at or after it (-1 / T: none)
+    prev = np.maximum.accumulate(np.where(known, t, -1), axis=1)
+    nxt = np.minimum.accumulate(np.where(known, t, T)[:, ::-1], axis=1)[:, ::-1]
+    has = known.any(1)
+    first = np.where(has, known.argmax(1), 0)
+    last = np.where(has, T - 1 - known[:, ::-1].argmax(1), 0)
+    p = np.where(prev < 0, first[:, None], prev)
+    q = np.where(nxt >= T, last[:, None], nxt)
+    r = np.arange(n)[:, None]
+    x0, x1 = X[r, p], X[r, q]
+    gap = (q - p).astype(np.float64)[..., None]
+    between = (q > p)[..., None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = (x1 - x0) / np.where(between, gap, 1.0)
+        out = np.where(between, slope * (t[None, :, None] - p[..., None]).astype(np.float64)
+                       + x0, x0)
+    out[~has] = np.nan
     return out

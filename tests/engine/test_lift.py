@@ -97,6 +97,30 @@ def test_nonrigid_tracks_get_a_smooth_path():
     assert np.median(step / depth[:, 1:]) < 0.05     # no jumps
 
 
+def test_hidden_frames_are_filled_as_np_interp_fills_them():
+    """The non-rigid paths' hidden frames, filled for all tracks at once: per track exactly what
+    np.interp over its known frames gives (held at the ends; NaN where no frame is known)."""
+    from engine.lift.nonrigid import fill_hidden
+
+    rng = np.random.default_rng(3)
+    n, T = 400, 30
+    X = rng.normal(size=(n, T, 3)) * 10.0 ** rng.uniform(-3, 3, size=(n, 1, 1))
+    known = rng.random((n, T)) < rng.uniform(0.03, 0.9, size=(n, 1))
+    known[:20] = False                  # never known
+    known[20:40] = False
+    known[20:40, 7] = True              # one known frame
+    known[40:60, 0] = known[40:60, -1] = True
+    ref = np.full((n, T, 3), np.nan)
+    for i in range(n):
+        v = np.flatnonzero(known[i])
+        if len(v):
+            for k in range(3):
+                ref[i, :, k] = np.interp(np.arange(T), v, X[i, v, k])
+    got = fill_hidden(X, known)
+    np.testing.assert_array_equal(got, ref)
+    assert np.isnan(got[:20]).all() and (got[20:40] == X[20:40, 7:8]).all()
+
+
 def test_world_frame_from_ground_plane():
     sc = make_scene("orbit", T=16, n_points=800, W=320, H=240, seed=23)
     # scramble the gauge: any similarity of the truth is what a solver may return
