@@ -55,11 +55,11 @@ def fill_hidden(X: np.ndarray, known: np.ndarray) -> np.ndarray:
     # the known frame at or before each frame, and at or after it (-1 / T: none)
     prev = np.maximum.accumulate(np.where(known, t, -1), axis=1)
     nxt = np.minimum.accumulate(np.where(known, t, T)[:, ::-1], axis=1)[:, ::-1]
-    has = known.any(1)
-    first = np.where(has, known.argmax(1), 0)
-    last = np.where(has, T - 1 - known[:, ::-1].argmax(1), 0)
-    p = np.where(prev < 0, first[:, None], prev)
-    q = np.where(nxt >= T, last[:, None], nxt)
+    has = prev[:, -1] >= 0
+    # before the first known frame: held at it (nxt[:, 0]); after the last: held at prev[:, -1]
+    # (rows with none known point at frame 0 and come out NaN below)
+    p = np.where(prev < 0, np.where(has, nxt[:, 0], 0)[:, None], prev)
+    q = np.where(nxt >= T, np.where(has, prev[:, -1], 0)[:, None], nxt)
     r = np.arange(n)[:, None]
     x0, x1 = X[r, p], X[r, q]
     gap = (q - p).astype(np.float64)[..., None]
