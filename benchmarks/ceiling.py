@@ -16,6 +16,14 @@ threshold, which no solve can beat at that noise level. And the **parallax slope
 Worldtrack's raw tracks (:func:`parallax_slope`): how much of the true frame-to-frame parallax
 its tracks keep (1 = all; below 1 the perspective reads weaker, i.e. as a longer focal).
 Results: markdown table on stdout and ``<out>/ceiling.json``.
+
+``--error-split`` asks which part of the tracker's error moves the camera: the first solve
+(``engine solve --no-refine``, the camera every clip but one keeps) on Worldtrack's tracks, on
+the TRUE positions + ``--sigma`` noise at exactly the tracker's observations that are truly
+visible (:func:`truth_at_tracker_visibility`: same observation set, none of the tracker's
+error), and on the tracker's own positions at only its observations within ``--gross`` px of
+the truth (:func:`small_errors_only`: its gross errors removed by an oracle, its small ones
+kept).
 """
 from __future__ import annotations
 
@@ -44,6 +52,26 @@ def noisy_truth(gt, template, sigma: float, seed: int = 1):
     vis = np.asarray(gt.visible, bool)
     return dataclasses.replace(template, tracks_2d=xy.astype(np.float32), visible=vis,
                                confidence=vis.astype(np.float32))
+
+
+def truth_at_tracker_visibility(gt, rec, sigma: float, seed: int = 1):
+    """``rec`` (the recorded track file) with the true 2D positions + N(0, ``sigma``) px at its
+    observations that are truly visible (the rest hidden): the tracker's observation set
+    without its position errors."""
+    out = noisy_truth(gt, rec, sigma, seed)
+    vis = np.asarray(rec.visible, bool) & np.asarray(gt.visible, bool)
+    return dataclasses.replace(out, visible=vis, confidence=np.asarray(rec.confidence))
+
+
+def small_errors_only(gt, rec, max_err_px: float = 2.0):
+    """``rec`` with only its observations within ``max_err_px`` of the truth (on truly visible
+    points) left visible: its small errors kept, its gross ones removed by an oracle."""
+    if not np.allclose(np.asarray(rec.query), np.asarray(gt.query)):
+        raise ValueError("recorded tracks and ground truth have different queries")
+    err = np.linalg.norm(np.asarray(rec.tracks_2d, np.float64)
+                         - np.asarray(gt.tracks_2d, np.float64), axis=-1)
+    vis = np.asarray(rec.visible, bool) & np.asarray(gt.visible, bool) & (err < max_err_px)
+    return dataclasses.replace(rec, visible=vis)
 
 
 def triangulation_apd(gt, sigma: float, seed: int = 1) -> list[float]:
@@ -139,14 +167,15 @@ def plain_split(gt, frames: Path, outputs: dict, max_std: float = 0.03) -> dict:
     return res
 
 
-def solve_and_score(track_path: Path, out_path: Path, frames: Path, gt) -> dict[str, float]:
+def solve_and_score(track_path: Path, out_path: Path, frames: Path, gt,
+                    refine: bool = True) -> dict[str, float]:
     from engine.trackfile import load_trackfile
 
     from .run import score_synthetic
 
     r = subprocess.run([sys.executable, "-m", "engine", "solve", str(track_path), "--out",
-                        str(out_path), "--clip", str(frames)], cwd=ROOT, capture_output=True,
-                       text=True)
+                        str(out_path), "--clip", str(frames)] + ([] if refine else ["--no-refine"]),
+                       cwd=ROOT, capture_output=True, text=True)
     if r.returncode != 0:
         return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
     s = score_synthetic(gt, load_trackfile(out_path), "worldtrack")
@@ -166,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plain", action="store_true",
                     help="only how the recorded outputs (worldtrack, dis, lk) do on plain vs "
                          "textured query pixels (no solves: seconds)")
+    ap.add_argument("--error-split", action="store_true",
+                    help="first solve on the tracker's tracks, on the truth at the tracker's "
+                         "observations, and on its observations within --gross px of the truth")
+    ap.add_argument("--gross", type=float, default=2.0,
+                    help="--error-split: observations farther than this from the truth (px) "
+                         "count as gross errors")
     a = ap.parse_args(argv)
     from engine.trackfile import load_trackfile, save_trackfile
 
@@ -187,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                     for m in ("worldtrack", "dis", "lk")}
             rows[clip] = {"plain": plain_split(gt, frames, outs)}
             continue
+        if a.error_split:
+            rows[clip] = {"error_split": _error_split(gt, load_trackfile(rec, mmap=False), rec,
+                                                      frames, a.sigma, a.gross)}
+            print(f"{clip}: done", file=sys.stderr)
+            continue
         gaps = tuple(int(g) for g in a.gaps.split(","))
         rows[clip] = {"parallax_slope": {str(k): v for k, v in
                                          parallax_slope(gt, load_trackfile(rec), gaps).items()}}
@@ -202,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             })
         print(f"{clip}: done", file=sys.stderr)
     (out / "ceiling.json").write_text(json.dumps({"sigma_px": a.sigma, "clips": rows}, indent=1))
+    if a.error_split:
+        _print_split(rows, a.sigma, a.gross)
+        return 0
     if a.plain:
         print("| clip | plain queries | within 1 px, plain / textured: worldtrack | dis | lk |\n"
               "|---|---|---|---|---|")
@@ -217,6 +260,42 @@ def main(argv: list[str] | None = None) -> int:
     for clip, r in rows.items():
         print(f"- {clip}: " + ", ".join(f"gap {k}: {v:.3f}" for k, v in r["parallax_slope"].items()))
     return 0
+
+
+SPLIT_INPUTS = ("worldtrack_tracks", "truth_at_tracker_visibility", "small_errors_only")
+
+
+def _error_split(gt, rec_data, rec: Path, frames: Path, sigma: float, gross: float) -> dict:
+    """First-solve scores (focal error, ATE) of the three inputs of ``--error-split``, and how
+    many observations each keeps."""
+    from engine.trackfile import load_trackfile, save_trackfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = {SPLIT_INPUTS[0]: rec}
+        for name, data in ((SPLIT_INPUTS[1], truth_at_tracker_visibility(gt, rec_data, sigma)),
+                           (SPLIT_INPUTS[2], small_errors_only(gt, rec_data, gross))):
+            inputs[name] = Path(tmp) / f"{name}.npz"
+            save_trackfile(inputs[name], data)
+        for name, path in inputs.items():
+            s = solve_and_score(path, Path(tmp) / f"{name}_solved.npz", frames, gt, refine=False)
+            s["observations"] = int(np.asarray(load_trackfile(path).visible).sum())
+            out[name] = s
+    return out
+
+
+def _print_split(rows: dict, sigma: float, gross: float) -> None:
+    labels = ("Worldtrack's", f"truth + {sigma} px at its truly visible observations",
+              f"its observations within {gross:g} px of the truth")
+    print("| clip | first solve on | observations | focal err % | ATE % path |\n|---|---|---|---|---|")
+    for clip, r in rows.items():
+        for name, label in zip(SPLIT_INPUTS, labels):
+            s = r["error_split"][name]
+            if "error" in s:
+                print(f"| {clip} | {label} | {s['observations']} | solve failed: {s['error']} | |")
+                continue
+            print(f"| {clip} | {label} | {s['observations']} | "
+                  f"{100 * s['cam.focal_err_median']:.2f} | {s['cam.ate_pct']:.3f} |")
 
 
 def _print_solves(rows: dict, sigma: float) -> None:

@@ -105,3 +105,39 @@ def test_plain_split_separates_plain_from_textured_queries(tmp_path):
     r = plain_split(gt, folder, {"m": meth})
     assert r["plain_fraction"] == 0.5
     assert r["m"] == {"plain_lt1px": 0.0, "textured_lt1px": 1.0}
+
+
+def test_error_split_inputs_separate_the_observation_set_from_the_errors():
+    """The truth at the tracker's observations keeps exactly its truly visible observations
+    (none of its error); the small-error input keeps the tracker's own positions where they
+    are within the gross threshold of the truth and hides the rest."""
+    from benchmarks.ceiling import small_errors_only, truth_at_tracker_visibility
+
+    sc = make_scene("orbit", T=12, n_points=200, W=320, H=240, seed=6, outlier_frac=0.0)
+    gt = _truth(sc)
+    rng = np.random.default_rng(0)
+    rec = _truth(sc)
+    rec.visible = gt.visible & (rng.random(gt.visible.shape) < 0.8)
+    rec.visible[:5] = True                              # also "seen" where truly hidden
+    err = np.zeros(gt.tracks_2d.shape, np.float32)
+    gross = rng.random(gt.visible.shape) < 0.1
+    err[..., 0] = np.where(gross, 5.0, 0.5)
+    rec.tracks_2d = gt.tracks_2d + err
+    rec.confidence = rng.random(gt.visible.shape).astype(np.float32)
+
+    t = truth_at_tracker_visibility(gt, rec, 0.25)
+    assert np.array_equal(t.visible, rec.visible & gt.visible)
+    d = (np.asarray(t.tracks_2d) - gt.tracks_2d)[t.visible]
+    assert 0.2 < d.std() < 0.3 and abs(d.mean()) < 0.05
+    assert np.array_equal(t.confidence, rec.confidence)
+
+    s = small_errors_only(gt, rec, 2.0)
+    assert np.array_equal(s.visible, rec.visible & gt.visible & ~gross)
+    assert np.array_equal(s.tracks_2d, rec.tracks_2d)
+    rec.query = rec.query + 1
+    try:
+        small_errors_only(gt, rec, 2.0)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("different queries must be refused")
