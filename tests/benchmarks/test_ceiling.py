@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from solve_synth import make_scene  # noqa: E402
@@ -25,6 +26,13 @@ def _truth(sc) -> TrackData:
                      metadata=make_metadata((sc["W"], sc["H"]), (0, T - 1), 24.0))
 
 
+def _refuses_other_queries(call, rec: TrackData) -> None:
+    """``call(rec)`` raises ValueError once ``rec``'s queries differ from the truth's."""
+    rec.query = rec.query + 1
+    with pytest.raises(ValueError):
+        call(rec)
+
+
 def test_triangulation_ceiling_is_exact_without_noise_and_falls_with_it():
     sc = make_scene("orbit", T=16, n_points=300, W=320, H=240, seed=2, outlier_frac=0.0)
     gt = _truth(sc)
@@ -43,13 +51,7 @@ def test_noisy_truth_keeps_queries_and_visibility():
     assert np.array_equal(out.visible, gt.visible)
     d = (out.tracks_2d - gt.tracks_2d)[gt.visible]
     assert 0.45 < d.std() < 0.55
-    tpl.query = tpl.query + 1
-    try:
-        noisy_truth(gt, tpl, 0.5)
-    except ValueError:
-        pass
-    else:
-        raise AssertionError("different queries must be refused")
+    _refuses_other_queries(lambda t: noisy_truth(gt, t, 0.5), tpl)
 
 
 def test_parallax_slope_sees_smoothed_parallax():
@@ -134,10 +136,4 @@ def test_error_split_inputs_separate_the_observation_set_from_the_errors():
     s = small_errors_only(gt, rec, 2.0)
     assert np.array_equal(s.visible, rec.visible & gt.visible & ~gross)
     assert np.array_equal(s.tracks_2d, rec.tracks_2d)
-    rec.query = rec.query + 1
-    try:
-        small_errors_only(gt, rec, 2.0)
-    except ValueError:
-        pass
-    else:
-        raise AssertionError("different queries must be refused")
+    _refuses_other_queries(lambda r: small_errors_only(gt, r, 2.0), rec)
