@@ -42,11 +42,16 @@ from . import metrics as M
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _check_queries(gt, rec) -> None:
+    """ValueError unless the recorded tracks ``rec`` answer the ground truth's queries."""
+    if not np.allclose(np.asarray(rec.query), np.asarray(gt.query)):
+        raise ValueError("recorded tracks and ground truth have different queries")
+
+
 def noisy_truth(gt, template, sigma: float, seed: int = 1):
     """``template`` (the recorded track file, for its metadata) with the true 2D tracks plus
     N(0, sigma) px noise and the true visibility."""
-    if not np.allclose(np.asarray(template.query), np.asarray(gt.query)):
-        raise ValueError("recorded tracks and ground truth have different queries")
+    _check_queries(gt, template)
     rng = np.random.default_rng(seed)
     xy = np.asarray(gt.tracks_2d, np.float64) + rng.normal(0, sigma, gt.tracks_2d.shape)
     vis = np.asarray(gt.visible, bool)
@@ -66,8 +71,7 @@ def truth_at_tracker_visibility(gt, rec, sigma: float, seed: int = 1):
 def small_errors_only(gt, rec, max_err_px: float = 2.0):
     """``rec`` with only its observations within ``max_err_px`` of the truth (on truly visible
     points) left visible: its small errors kept, its gross ones removed by an oracle."""
-    if not np.allclose(np.asarray(rec.query), np.asarray(gt.query)):
-        raise ValueError("recorded tracks and ground truth have different queries")
+    _check_queries(gt, rec)
     err = np.linalg.norm(np.asarray(rec.tracks_2d, np.float64)
                          - np.asarray(gt.tracks_2d, np.float64), axis=-1)
     vis = np.asarray(rec.visible, bool) & np.asarray(gt.visible, bool) & (err < max_err_px)
@@ -223,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             rows[clip] = {"plain": plain_split(gt, frames, outs)}
             continue
         if a.error_split:
-            rows[clip] = {"error_split": _error_split(gt, load_trackfile(rec, mmap=False), rec,
-                                                      frames, a.sigma, a.gross)}
+            rows[clip] = {"error_split": _error_split(gt, rec, frames, a.sigma, a.gross)}
             print(f"{clip}: done", file=sys.stderr)
             continue
         gaps = tuple(int(g) for g in a.gaps.split(","))
@@ -265,21 +268,22 @@ def main(argv: list[str] | None = None) -> int:
 SPLIT_INPUTS = ("worldtrack_tracks", "truth_at_tracker_visibility", "small_errors_only")
 
 
-def _error_split(gt, rec_data, rec: Path, frames: Path, sigma: float, gross: float) -> dict:
-    """First-solve scores (focal error, ATE) of the three inputs of ``--error-split``, and how
-    many observations each keeps."""
+def _error_split(gt, rec: Path, frames: Path, sigma: float, gross: float) -> dict:
+    """First-solve scores (focal error, ATE) of the three inputs of ``--error-split`` made from
+    the recorded track file ``rec``, and how many observations each keeps."""
     from engine.trackfile import load_trackfile, save_trackfile
 
+    data = load_trackfile(rec, mmap=False)
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = {SPLIT_INPUTS[0]: rec}
-        for name, data in ((SPLIT_INPUTS[1], truth_at_tracker_visibility(gt, rec_data, sigma)),
-                           (SPLIT_INPUTS[2], small_errors_only(gt, rec_data, gross))):
-            inputs[name] = Path(tmp) / f"{name}.npz"
-            save_trackfile(inputs[name], data)
-        for name, path in inputs.items():
+        for name, d in zip(SPLIT_INPUTS, (data, truth_at_tracker_visibility(gt, data, sigma),
+                                          small_errors_only(gt, data, gross))):
+            path = rec
+            if d is not data:
+                path = Path(tmp) / f"{name}.npz"
+                save_trackfile(path, d)
             s = solve_and_score(path, Path(tmp) / f"{name}_solved.npz", frames, gt, refine=False)
-            s["observations"] = int(np.asarray(load_trackfile(path).visible).sum())
+            s["observations"] = int(np.asarray(d.visible).sum())
             out[name] = s
     return out
 
