@@ -20,6 +20,10 @@ unknown as for a user; ``worldtrack_f`` passes the true focal to ``solve --focal
 ``--reuse M,...`` takes the outputs and costs that earlier runs of those methods recorded on the
 same cached clips; ``--reuse-track worldtrack`` keeps Worldtrack's recorded 2D tracks (and that
 step's cost) and runs only ``engine solve`` again, for changes to the solve and its refinement.
+``--reuse-json FILE`` (with ``--reuse``): a reused method whose outputs are not in the cache
+(e.g. a fresh checkout that only re-ran Worldtrack) takes its scores and cost from an earlier
+report's JSON instead (e.g. ``BENCHMARKS.json``; same suite and clips), so a solve change can be
+reported side by side with the baselines without re-running them.
 
 ``--real`` adds the real footage in ``../shared/data`` when present: 2D methods on BADJA
 (segA, 3-px and TAP-Vid metrics on annotated frames) and mgtv_corners, camera methods on
@@ -296,12 +300,39 @@ def score_synthetic(gt, pred, method: str, solve_failed: bool = False) -> dict[s
     return out
 
 
+def load_prior(path: Path) -> dict:
+    """Results of an earlier report's JSON (``--reuse-json``), keyed by (method, clip); the
+    real-footage results under (method, "real:" + clip)."""
+    blob = json.loads(Path(path).read_text())
+    out = {(r["method"], r["clip"]): r for r in blob.get("results", [])}
+    for family, rows in (blob.get("real") or {}).items():
+        if isinstance(rows, list):
+            out.update({(r["method"], "real:" + r["clip"]): r for r in rows})
+    return out
+
+
+def prior_result(prior: dict | None, method: str, clip: Clip, key: str | None = None) \
+        -> RunResult | None:
+    """``method``'s result on ``clip`` from ``prior`` (:func:`load_prior`) when the cache holds
+    no recorded output of it, else None (the cached output is scored again)."""
+    rec = clip.work / f"{method}.run.json"
+    if not prior or (rec.is_file() and Path(json.loads(rec.read_text())["out"]).is_file()):
+        return None
+    r = prior.get((method, key or clip.name))
+    if r is None:
+        return None
+    return RunResult(method, clip.name, clip.kind, bool(r["ok"]), r.get("reason", ""), None,
+                     dict(r.get("cost") or {}), dict(r.get("scores") or {}))
+
+
 # ------------------------------------------------------------------------------------- suite
 def run_suite(suite: str, methods: list[str], cache: Path, log=print,
               only: set[str] | None = None, reuse: frozenset[str] = frozenset(),
-              reuse_track: frozenset[str] = frozenset()) -> list[RunResult]:
+              reuse_track: frozenset[str] = frozenset(), prior: dict | None = None) \
+        -> list[RunResult]:
     """Render (cached) and run ``methods`` on every clip of ``suite`` (or the ``only`` names,
-    ``<kind>_<seed>``)."""
+    ``<kind>_<seed>``); reused methods without cached outputs come from ``prior``
+    (:func:`prior_result`)."""
     from engine.trackfile import load_trackfile
 
     results: list[RunResult] = []
@@ -316,6 +347,11 @@ def run_suite(suite: str, methods: list[str], cache: Path, log=print,
                     float(np.sqrt(gt.K[0, 0, 0] * gt.K[0, 1, 1])),
                     cache / "results" / suite / f"{kind}_{seed}")
         for m in methods:
+            r = prior_result(prior, m, clip) if m in reuse else None
+            if r is not None:
+                log(f"  {clip.name:12s} {m:15s} from the earlier report")
+                results.append(r)
+                continue
             r = run_method(m, clip, reuse=m in reuse, reuse_track=m in reuse_track)
             if r.ok:
                 try:
@@ -330,8 +366,10 @@ def run_suite(suite: str, methods: list[str], cache: Path, log=print,
     return results
 
 
-def run_real(methods: list[str], cache: Path, log=print, reuse: frozenset[str] = frozenset()) -> dict:
-    """Real footage from ../shared/data (when present)."""
+def run_real(methods: list[str], cache: Path, log=print, reuse: frozenset[str] = frozenset(),
+             prior: dict | None = None) -> dict:
+    """Real footage from ../shared/data (when present); reused methods without cached outputs
+    come from ``prior`` (:func:`prior_result`)."""
     from engine.trackfile import load_trackfile
 
     from . import realdata as R
@@ -355,6 +393,10 @@ def run_real(methods: list[str], cache: Path, log=print, reuse: frozenset[str] =
         clip = Clip(ex.name, family, cdir / "frames", ex.query, None, work / "results" / ex.name,
                     solve=False)
         for m in two_d:
+            r = prior_result(prior, m, clip, "real:" + ex.name) if m in reuse else None
+            if r is not None:
+                out[family].append(r)
+                continue
             r = run_method(m, clip, reuse=m in reuse)
             if r.ok:
                 pred = load_trackfile(r.out)
@@ -381,6 +423,10 @@ def run_real(methods: list[str], cache: Path, log=print, reuse: frozenset[str] =
         clip = Clip("kitti_seq1", "kitti", seq.frames[0].parent, q, float(seq.K[0, 0, 0]),
                     work / "results" / "kitti_seq1", track_args=["--grid", str(KITTI_GRID)])
         for m in [m for m in methods if m in CAMERA_METHODS]:
+            r = prior_result(prior, m, clip, "real:kitti_seq1") if m in reuse else None
+            if r is not None:
+                out["kitti"].append(r)
+                continue
             r = run_method(m, clip, reuse=m in reuse)
             if r.ok:
                 pred = load_trackfile(r.out)
@@ -638,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse-track", default="",
                     help="worldtrack methods whose recorded `engine track` output and cost are "
                          "kept while `engine solve` runs again (for solve/refinement changes)")
+    ap.add_argument("--reuse-json", default="",
+                    help="an earlier report's JSON (e.g. BENCHMARKS.json): --reuse methods whose "
+                         "outputs are not cached take their scores and cost from it")
     a = ap.parse_args(argv)
     # SIGTERM (e.g. from `timeout`) -> SystemExit, so running children are killed, not orphaned
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -651,11 +700,13 @@ def main(argv: list[str] | None = None) -> int:
     only = {c.strip() for c in a.clips.split(",") if c.strip()} or None
     reuse = frozenset(parse_methods(a.reuse)) if a.reuse else frozenset()
     reuse_track = frozenset(parse_methods(a.reuse_track)) if a.reuse_track else frozenset()
-    results = run_suite(a.suite, methods, cache, only=only, reuse=reuse, reuse_track=reuse_track)
+    prior = load_prior(Path(a.reuse_json)) if a.reuse_json else None
+    results = run_suite(a.suite, methods, cache, only=only, reuse=reuse, reuse_track=reuse_track,
+                        prior=prior)
     real = None
     if a.real:
         try:
-            real = run_real(methods, cache, reuse=reuse)
+            real = run_real(methods, cache, reuse=reuse, prior=prior)
         except Exception as e:  # noqa: BLE001 - the synthetic results must still be written
             real = {"available": False, "reason": f"error: {type(e).__name__}: {e}"}
     command = "python -m benchmarks.run " + " ".join(shlex.quote(x) for x in (argv if argv is not None else sys.argv[1:]))

@@ -102,6 +102,39 @@ def test_reuse_takes_the_recorded_output_and_cost(tmp_path):
     assert fresh.ok and fresh.out.stat().st_mtime_ns != stamp
 
 
+def test_reuse_json_takes_results_only_where_the_cache_has_none(tmp_path):
+    """``--reuse-json``: a reused method with no recorded output takes its scores and cost from
+    the earlier report; one with a recorded output is scored from that output instead."""
+    blob = {"results": [{"method": "dis", "clip": "static_0", "kind": "static", "ok": True,
+                         "reason": "", "cost": {"wall_s": 3.5},
+                         "scores": {"2d.average_jaccard": 0.61}}],
+            "real": {"available": True, "kitti": [
+                {"method": "cv_camera", "clip": "kitti_seq1", "kind": "kitti", "ok": False,
+                 "reason": "solve failed", "cost": {}, "scores": {}}]}}
+    path = tmp_path / "OLD.json"
+    path.write_text(json.dumps(blob))
+    prior = H.load_prior(path)
+    assert set(prior) == {("dis", "static_0"), ("cv_camera", "real:kitti_seq1")}
+    clip = H.Clip("static_0", "static", tmp_path / "frames", np.zeros((1, 3), np.float32), None,
+                  tmp_path / "work")
+    r = H.prior_result(prior, "dis", clip)
+    assert r.ok and r.scores["2d.average_jaccard"] == 0.61 and r.cost["wall_s"] == 3.5
+    assert H.prior_result(prior, "lk", clip) is None             # not in the earlier report
+    assert H.prior_result(None, "dis", clip) is None
+    k = H.prior_result(prior, "cv_camera", H.Clip("kitti_seq1", "kitti", tmp_path, clip.query,
+                                                  None, tmp_path / "k"), "real:kitti_seq1")
+    assert not k.ok and k.reason == "solve failed"
+    # a recorded output in the cache wins: it is scored again, not copied
+    clip.work.mkdir()
+    out = clip.work / "dis.npz"
+    out.write_bytes(b"x")
+    (clip.work / "dis.run.json").write_text(json.dumps({"out": str(out), "reason": "", "cost": {}}))
+    assert H.prior_result(prior, "dis", clip) is None
+    # the earlier report's rows render like fresh ones
+    md = H.render_markdown("full", ["dis"], [r], None, "python -m benchmarks.run", 1.0)
+    assert "0.610" in md
+
+
 def test_report_keeps_the_hand_recorded_section(tmp_path):
     out = tmp_path / "B.md"
     assert H.kept_section(out) == ""
