@@ -178,8 +178,8 @@ def run_method(method: str, clip: Clip, timeout: float = METHOD_TIMEOUT_S,
         return RunResult(method, clip.name, clip.kind, False, why)
     clip.work.mkdir(parents=True, exist_ok=True)
     record = clip.work / f"{method}.run.json"
-    rec = json.loads(record.read_text()) if record.is_file() else None
-    if reuse and rec and Path(rec["out"]).is_file():
+    rec = read_record(clip.work, method)
+    if reuse and output_recorded(rec):
         return RunResult(method, clip.name, clip.kind, True, rec["reason"], Path(rec["out"]),
                          rec["cost"])
     track_step = None
@@ -192,6 +192,17 @@ def run_method(method: str, clip: Clip, timeout: float = METHOD_TIMEOUT_S,
                                       "steps": r.cost.pop("steps", [])}))
     r.cost.pop("steps", None)
     return r
+
+
+def read_record(work: Path, method: str) -> dict | None:
+    """The record ``<method>.run.json`` of ``method``'s last successful run in ``work``, if any."""
+    record = work / f"{method}.run.json"
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
+def output_recorded(rec: dict | None) -> bool:
+    """Whether the record ``rec`` (:func:`read_record`) names an output that still exists."""
+    return bool(rec) and Path(rec["out"]).is_file()
 
 
 def recorded_track_step(work: Path, method: str, rec: dict) -> dict | None:
@@ -315,8 +326,7 @@ def prior_result(prior: dict | None, method: str, clip: Clip, key: str | None = 
         -> RunResult | None:
     """``method``'s result on ``clip`` from ``prior`` (:func:`load_prior`) when the cache holds
     no recorded output of it, else None (the cached output is scored again)."""
-    rec = clip.work / f"{method}.run.json"
-    if not prior or (rec.is_file() and Path(json.loads(rec.read_text())["out"]).is_file()):
+    if not prior or output_recorded(read_record(clip.work, method)):
         return None
     r = prior.get((method, key or clip.name))
     if r is None:

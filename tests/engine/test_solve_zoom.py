@@ -143,6 +143,17 @@ def test_benchmark_zoom_clip_ground_truth_geometry(seed):
     _check(sol, K[:, 0, 0], c2w)
 
 
+def _zoom_1_cache() -> tuple[Path, Path]:
+    """zoom_1's recorded Worldtrack tracks and ground truth in ``make bench``'s cache (skips
+    the test when they are not there)."""
+    root = Path(__file__).resolve().parents[2] / "bench_cache"
+    rec = root / "results" / "full" / "zoom_1" / "worldtrack_track.npz"
+    gt_path = root / "full" / "zoom_1" / "gt.npz"
+    if not rec.is_file() or not gt_path.is_file():
+        pytest.skip("benchmark cache for zoom_1 not present (make bench)")
+    return rec, gt_path
+
+
 @pytest.mark.slow
 def test_benchmark_zoom_1_first_solve_finds_the_zoom_not_the_dolly():
     """The benchmark's zoom_1 from Worldtrack's recorded tracks (needs ``make bench``'s cache),
@@ -151,11 +162,7 @@ def test_benchmark_zoom_1_first_solve_finds_the_zoom_not_the_dolly():
     focals held at the image-scale profile during the keyframe reconstruction finds it."""
     from engine.trackfile import load_trackfile
 
-    root = Path(__file__).resolve().parents[2] / "bench_cache"
-    rec = root / "results" / "full" / "zoom_1" / "worldtrack_track.npz"
-    gt_path = root / "full" / "zoom_1" / "gt.npz"
-    if not rec.is_file() or not gt_path.is_file():
-        pytest.skip("benchmark cache for zoom_1 not present (make bench)")
+    rec, gt_path = _zoom_1_cache()
     td, gt = load_trackfile(rec), load_trackfile(gt_path)
     res = solve_cameras(np.asarray(td.tracks_2d), np.asarray(td.visible),
                         np.asarray(td.confidence), td.image_size)
@@ -174,11 +181,7 @@ def test_benchmark_zoom_1_zoom_found_from_true_positions():
     from benchmarks.ceiling import truth_at_tracker_visibility
     from engine.trackfile import load_trackfile
 
-    root = Path(__file__).resolve().parents[2] / "bench_cache"
-    rec = root / "results" / "full" / "zoom_1" / "worldtrack_track.npz"
-    gt_path = root / "full" / "zoom_1" / "gt.npz"
-    if not rec.is_file() or not gt_path.is_file():
-        pytest.skip("benchmark cache for zoom_1 not present (make bench)")
+    rec, gt_path = _zoom_1_cache()
     gt = load_trackfile(gt_path, mmap=False)
     td = truth_at_tracker_visibility(gt, load_trackfile(rec, mmap=False), 0.25)
     res = solve_cameras(np.asarray(td.tracks_2d), np.asarray(td.visible),
