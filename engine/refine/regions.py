@@ -50,6 +50,7 @@ MAX_FITS = 8            # full fits per call (regions with most candidates); the
 SPREAD_MIN = 0.05       # relative inverse-depth scatter above which the current depths are replaced
 MIN_SPREAD_POINTS = 6   # static points in the region needed to measure that scatter
 MIN_INFRAME = 0.5       # of the samples, for a target frame to count
+MIN_SAMPLE_FRAMES = 3   # target frames a sample must land in for its median cost to count
 
 
 def _targets(t: int, T: int) -> list[int]:
@@ -102,8 +103,10 @@ class _Region:
         return SK @ (A + b[:, :, None] * p[None, None, :])
 
     def score(self, p: np.ndarray) -> float:
-        """Mean truncated colour difference of the samples mapped through plane ``p``
-        (inverse depth ``a x + b y + c`` in normalised coordinates) into the target frames."""
+        """Truncated colour difference of the samples mapped through plane ``p`` (inverse depth
+        ``a x + b y + c`` in normalised coordinates) into the target frames: each sample's
+        median over the target frames it lands in, averaged over the samples (see
+        :func:`_median_sample_cost`)."""
         import cv2
 
         w = self.rays[:, :2] @ p[:2] + p[2]
@@ -129,8 +132,7 @@ class _Region:
         ij[..., 1] += (use.astype(np.int16) * np.int16(Hr))[:, None]
         smp = cv2.remap(self._stack(), ij, frac, cv2.INTER_LINEAR) / 255.0     # (J', s, 3)
         c = np.minimum(np.abs(smp - self.ref).sum(-1), COST_CAP)
-        mu = m[use]
-        return float(np.mean([cj[mj].mean() for cj, mj in zip(c, mu)]))
+        return _median_sample_cost(c, m[use])
 
     def _stack(self) -> np.ndarray:
         """The target frames stacked top to bottom (kept until :meth:`release`)."""
@@ -140,6 +142,25 @@ class _Region:
 
     def release(self) -> None:
         self._frames_stack = None
+
+
+def _median_sample_cost(c: np.ndarray, inframe: np.ndarray) -> float:
+    """Mean over samples of each sample's median cost over the frames it is in (``c``,
+    ``inframe``: (J, s)); only samples in at least ``MIN_SAMPLE_FRAMES`` frames (all of them
+    when fewer frames are compared) count, and 1.0 when those are under ``MIN_INFRAME`` of
+    the samples. A median, not a mean over frames: an object passing in front of part of the
+    region in a few target frames (the boxes and cylinders at the foot of static_0's back
+    wall) does not pull the plane; measured AJ static_0 / dynamic_0 / zoom_0 0.754 / 0.596 /
+    0.808 -> 0.766 / 0.597 / 0.811."""
+    n = inframe.sum(0)
+    ok = n >= min(MIN_SAMPLE_FRAMES, len(c))
+    if not len(c) or ok.mean() < MIN_INFRAME:
+        return 1.0
+    srt = np.sort(np.where(inframe, c, np.inf)[:, ok], axis=0)     # not in frame: last
+    n = n[ok]
+    lo = np.take_along_axis(srt, ((n - 1) // 2)[None], 0)[0]
+    hi = np.take_along_axis(srt, (n // 2)[None], 0)[0]
+    return float(np.mean(0.5 * (lo + hi)))
 
 
 def plain_region_depths(footage, query: np.ndarray, c2w: np.ndarray, K: np.ndarray,

@@ -125,10 +125,12 @@ def test_plain_wall_gets_its_plane_depth_and_coherent_points_are_left_alone(tmp_
 
 def _score_per_frame(reg, p: np.ndarray) -> float:
     """A region's score the plain way: the plane's 3D points projected through each target
-    camera and sampled with one remap per frame (what :meth:`_Region.score` must equal)."""
+    camera and sampled with one remap per frame; each sample's median cost over the frames it
+    lands in (of the frames with enough samples), averaged (what :meth:`_Region.score` must
+    equal)."""
     import cv2
 
-    from engine.refine.regions import COST_CAP, MIN_INFRAME
+    from engine.refine.regions import COST_CAP, MIN_INFRAME, MIN_SAMPLE_FRAMES
     from engine.refine.static import _project_many
 
     w = reg.rays[:, :2] @ p[:2] + p[2]
@@ -148,8 +150,15 @@ def _score_per_frame(reg, p: np.ndarray) -> float:
             continue
         u = np.nan_to_num(uv[:, j]).astype(np.float32)
         s = cv2.remap(reg.frames[f], u[:, :1], u[:, 1:], cv2.INTER_LINEAR)[:, 0] / 255.0
-        costs.append(float(np.minimum(np.abs(s - reg.ref).sum(-1)[m], COST_CAP).mean()))
-    return float(np.mean(costs)) if costs else 1.0
+        costs.append(np.where(m, np.minimum(np.abs(s - reg.ref).sum(-1), COST_CAP), np.nan))
+    if not costs:
+        return 1.0
+    c = np.array(costs)
+    n = np.isfinite(c).sum(0)
+    ok = n >= min(MIN_SAMPLE_FRAMES, len(c))
+    if ok.mean() < MIN_INFRAME:
+        return 1.0
+    return float(np.mean(np.nanmedian(c[:, ok], axis=0)))
 
 
 def test_region_score_through_plane_homographies_equals_projecting_each_frame():
@@ -179,3 +188,23 @@ def test_region_score_through_plane_homographies_equals_projecting_each_frame():
     assert (want < 1.0).sum() > 20 and (want == 1.0).any()     # both kinds of plane were tried
     reg.release()
     assert reg.score(planes[2]) == got[2]                        # the stack is made again
+
+
+def test_median_sample_cost_ignores_a_few_occluded_frames_and_samples_seen_too_rarely():
+    """Each sample counts by its median over the frames it lands in: a foreground object over
+    it in one frame of three does not count; a sample in fewer than MIN_SAMPLE_FRAMES frames
+    is left out, and too few counted samples score 1.0."""
+    from engine.refine.regions import _median_sample_cost
+
+    c = np.array([[0.02, 0.02, 0.02, 0.3],
+                  [0.30, 0.02, 0.04, 0.3],     # sample 0 occluded in this frame
+                  [0.04, 0.04, 0.02, 0.3]])
+    inframe = np.ones_like(c, bool)
+    inframe[1:, 3] = False                     # sample 3 lands in one frame only
+    assert _median_sample_cost(c, inframe) == np.float64(np.mean([0.04, 0.02, 0.02]))
+    inframe[1:, 2] = False
+    inframe[1:, 1] = False                     # 1 of 4 samples left: under MIN_INFRAME
+    assert _median_sample_cost(c, inframe) == 1.0
+    # two frames compared: a sample in both counts, with the mean of the two as its median
+    assert _median_sample_cost(c[:2], np.ones((2, 4), bool)) == np.mean(
+        [0.16, 0.02, 0.03, 0.3])
