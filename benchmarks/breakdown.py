@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.refine.tracks import ANCHOR_MIN_TEXTURE as PLAIN_STD  # grey std, 0..1, 7x7 box
+
 from . import metrics as M
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAIN_STD = 0.03        # = engine.refine.tracks.ANCHOR_MIN_TEXTURE (grey std, 0..1, 7x7 box)
 
 
 def aj(gt: dict, tracks: np.ndarray, visible: np.ndarray, image_size: tuple[int, int],
@@ -44,12 +45,16 @@ def aj(gt: dict, tracks: np.ndarray, visible: np.ndarray, image_size: tuple[int,
 
 
 def gain_if_perfect(gt: dict, tracks: np.ndarray, visible: np.ndarray,
-                    image_size: tuple[int, int], rows: np.ndarray) -> float:
-    """AJ gained when the tracks in ``rows`` (N,) bool take the truth's positions and visibility."""
+                    image_size: tuple[int, int], rows: np.ndarray,
+                    base: float | None = None) -> float:
+    """AJ gained when the tracks in ``rows`` (N,) bool take the truth's positions and visibility;
+    ``base``: the AJ of ``tracks`` as given, when already computed."""
     tr, vis = tracks.copy(), np.asarray(visible, bool).copy()
     tr[rows] = gt["tracks_2d"][rows]
     vis[rows] = np.asarray(gt["visible"][rows], bool)
-    return aj(gt, tr, vis, image_size) - aj(gt, tracks, visible, image_size)
+    if base is None:
+        base = aj(gt, tracks, visible, image_size)
+    return aj(gt, tr, vis, image_size) - base
 
 
 def query_depths(d: dict) -> np.ndarray:
@@ -79,13 +84,15 @@ def breakdown(gt: dict, pred: dict, plain: np.ndarray, image_size: tuple[int, in
     visible = np.asarray(pred["visible"], bool)
     static = np.asarray(gt["group"]) < 0
     derr = depth_errors(gt, pred, static) if "tracks_3d" in pred else None
-    out = {"aj": round(aj(gt, tracks, visible, image_size), 4), "classes": {}}
+    base = aj(gt, tracks, visible, image_size)
+    out = {"aj": round(base, 4), "classes": {}}
     for name, rows in (("static plain", static & plain), ("static textured", static & ~plain),
                        ("moving plain", ~static & plain), ("moving textured", ~static & ~plain)):
         if not rows.any():
             continue
         c = {"n": int(rows.sum()), "aj": round(aj(gt, tracks, visible, image_size, rows), 4),
-             "gain_if_perfect": round(gain_if_perfect(gt, tracks, visible, image_size, rows), 4)}
+             "gain_if_perfect": round(gain_if_perfect(gt, tracks, visible, image_size, rows,
+                                                      base), 4)}
         if derr is not None and name.startswith("static"):
             e = derr[rows]
             e = e[np.isfinite(e)]
