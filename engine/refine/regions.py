@@ -106,19 +106,21 @@ class _Region:
         """Truncated colour difference of the samples mapped through plane ``p`` (inverse depth
         ``a x + b y + c`` in normalised coordinates) into the target frames: each sample's
         median over the target frames it lands in, averaged over the samples (see
-        :func:`_median_sample_cost`)."""
+        :func:`_median_sample_cost`). 1.0 (the worst) for a plane that puts any sample behind
+        the query camera: the region is a surface seen in the query frame, and such a plane
+        would be judged on its other samples alone (measured: the demo clip's back wall got a
+        steep plane with its right half behind the camera, 0.45x its depth on the left)."""
         import cv2
 
         w = self.rays[:, :2] @ p[:2] + p[2]
-        okw = w > 1e-12
-        if okw.mean() < MIN_INFRAME or not self.tg:
+        if not (w > 1e-12).all() or not self.tg:
             return 1.0
         h = self.rays @ np.transpose(self._homographies(p), (0, 2, 1))      # (J, s, 3)
         hz = h[:, :, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             uv = h[:, :, :2] / hz[:, :, None]
         Hr, Wr = self.mask.shape
-        m = okw & (hz > 1e-9 * np.where(okw, w, 1.0)) & (uv[..., 0] >= 0) \
+        m = (hz > 1e-9 * w) & (uv[..., 0] >= 0) \
             & (uv[..., 0] <= Wr - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= Hr - 1)
         use = np.flatnonzero(m.mean(1) >= MIN_INFRAME)
         if len(use) == 0:

@@ -135,7 +135,7 @@ def _score_per_frame(reg, p: np.ndarray) -> float:
 
     w = reg.rays[:, :2] @ p[:2] + p[2]
     okw = w > 1e-12
-    if okw.mean() < MIN_INFRAME or not reg.tg:
+    if not okw.all() or not reg.tg:           # a sample behind the query camera: not the surface
         return 1.0
     X = (reg.rays / np.where(okw, w, 1.0)[:, None]) @ reg.c2w[reg.t, :3, :3].T \
         + reg.c2w[reg.t, :3, 3]
@@ -161,10 +161,8 @@ def _score_per_frame(reg, p: np.ndarray) -> float:
     return float(np.mean(np.nanmedian(c[:, ok], axis=0)))
 
 
-def test_region_score_through_plane_homographies_equals_projecting_each_frame():
-    """The score maps the region's samples into all target frames through one homography each
-    and samples the frames stacked in one remap; it equals projecting the plane's 3D points and
-    remapping frame by frame, for planes in front, slanted, partly behind and out of frame."""
+def _random_region():
+    """A region of random samples and frames seen by a moving camera (query frame 9 of 20)."""
     from engine.refine.regions import _Region, _Scale, _targets
 
     rng = np.random.default_rng(4)
@@ -179,7 +177,14 @@ def test_region_score_through_plane_homographies_equals_projecting_each_frame():
     pix = np.c_[rng.uniform(-0.5, Win - 0.5, 900), rng.uniform(-0.5, Hin - 0.5, 900)]
     rays = np.c_[pix, np.ones(len(pix))] @ np.linalg.inv(K[t]).T
     ref = rng.random((len(pix), 3)).astype(np.float32)
-    reg = _Region(t, ref, rays, c2w, K, geo, np.ones((120, 160), np.uint8), frames)
+    return _Region(t, ref, rays, c2w, K, geo, np.ones((120, 160), np.uint8), frames), rng
+
+
+def test_region_score_through_plane_homographies_equals_projecting_each_frame():
+    """The score maps the region's samples into all target frames through one homography each
+    and samples the frames stacked in one remap; it equals projecting the plane's 3D points and
+    remapping frame by frame, for planes in front, slanted, partly behind and out of frame."""
+    reg, rng = _random_region()
     planes = [np.array([0.0, 0.0, 1 / d]) for d in (0.5, 2.0, 8.0, 40.0, 1e4)]
     planes += [np.r_[rng.normal(0, 0.2, 2), rng.uniform(-0.05, 0.4)] for _ in range(40)]
     got = np.array([reg.score(p) for p in planes])
@@ -188,6 +193,22 @@ def test_region_score_through_plane_homographies_equals_projecting_each_frame():
     assert (want < 1.0).sum() > 20 and (want == 1.0).any()     # both kinds of plane were tried
     reg.release()
     assert reg.score(planes[2]) == got[2]                        # the stack is made again
+
+
+def test_a_plane_with_any_sample_behind_the_query_camera_scores_the_worst():
+    """A region is a surface seen in the query frame: a plane that puts even a few of its
+    samples behind the camera is rejected, however well the rest align (the plane of the
+    demo's back wall had its right half behind the camera and won on its left half)."""
+    reg, _ = _random_region()
+    x = reg.rays[:, 0]
+    for frac in (0.02, 0.4):                 # inverse depth a x + c <= 0 for that share
+        a = 0.5
+        c = -a * np.quantile(x, frac)
+        w = a * x + c
+        assert 0 < (w <= 1e-12).mean() <= frac + 0.01
+        assert reg.score(np.array([a, 0.0, c])) == 1.0
+    # the same slant moved in front of the camera is scored
+    assert reg.score(np.array([a, 0.0, -a * x.min() + 0.05])) < 1.0
 
 
 def test_median_sample_cost_ignores_a_few_occluded_frames_and_samples_seen_too_rarely():
