@@ -134,17 +134,15 @@ def _score_per_frame(reg, p: np.ndarray) -> float:
     from engine.refine.static import _project_many
 
     w = reg.rays[:, :2] @ p[:2] + p[2]
-    okw = w > 1e-12
-    if not okw.all() or not reg.tg:           # a sample behind the query camera: not the surface
+    if not (w > 1e-12).all() or not reg.tg:   # a sample behind the query camera: not the surface
         return 1.0
-    X = (reg.rays / np.where(okw, w, 1.0)[:, None]) @ reg.c2w[reg.t, :3, :3].T \
-        + reg.c2w[reg.t, :3, 3]
+    X = (reg.rays / w[:, None]) @ reg.c2w[reg.t, :3, :3].T + reg.c2w[reg.t, :3, 3]
     uv, z = _project_many(X, reg.c2w[reg.tg], reg.K[reg.tg])
     uv = reg.geo.to_region(uv)
     Hr, Wr = reg.mask.shape
     costs = []
     for j, f in enumerate(reg.tg):
-        m = okw & (z[:, j] > 0) & (uv[:, j, 0] >= 0) & (uv[:, j, 0] <= Wr - 1) \
+        m = (z[:, j] > 0) & (uv[:, j, 0] >= 0) & (uv[:, j, 0] <= Wr - 1) \
             & (uv[:, j, 1] >= 0) & (uv[:, j, 1] <= Hr - 1)
         if m.mean() < MIN_INFRAME:
             continue
