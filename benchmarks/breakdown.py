@@ -103,13 +103,15 @@ def breakdown(gt: dict, pred: dict, plain: np.ndarray, image_size: tuple[int, in
     return out
 
 
-def plain_queries(frames_dir: Path, query: np.ndarray, n_frames: int) -> np.ndarray:
-    """(N,) bool: query pixel plain (contrast at or below ``PLAIN_STD``) in the footage."""
+def plain_queries(frames_dir: Path, query: np.ndarray, n_frames: int,
+                  max_std: float = PLAIN_STD) -> np.ndarray:
+    """(N,) bool: query pixel plain (grey contrast of the 7x7 box in its query frame at or below
+    ``max_std``, by default the refinement's ``PLAIN_STD``) in the footage."""
     from engine.decode import open_footage
     from engine.refine.appearance import query_texture
 
     tex = query_texture(open_footage(frames_dir), np.asarray(query, np.float32), n_frames)
-    return ~(tex > PLAIN_STD)
+    return ~(tex > max_std)
 
 
 def main(argv: list[str] | None = None) -> int:

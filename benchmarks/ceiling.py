@@ -149,19 +149,19 @@ def parallax_slope(gt, pred, gaps: tuple[int, ...] = (2, 4, 8), max_err_px: floa
     return out
 
 
-def plain_split(gt, frames: Path, outputs: dict, max_std: float = 0.03) -> dict:
+def plain_split(gt, frames: Path, outputs: dict, max_std: float | None = None) -> dict:
     """How each method's tracks do on plain vs textured query pixels.
 
     Plain: grey-level std (0..1) in the 7x7 box around the query pixel in its query frame at
-    most ``max_std`` (the refinement's ``ANCHOR_MIN_TEXTURE``). Per method (``outputs``: name ->
-    track data): the fraction of truly visible point-frames after the query frame within 1 px of
-    the truth, on each set. Pixel units of the track file."""
-    from engine.decode import open_footage
-    from engine.refine.appearance import query_texture
+    most ``max_std`` (None: the refinement's ``ANCHOR_MIN_TEXTURE``,
+    :func:`benchmarks.breakdown.plain_queries`). Per method (``outputs``: name -> track data):
+    the fraction of truly visible point-frames after the query frame within 1 px of the truth,
+    on each set. Pixel units of the track file."""
+    from .breakdown import PLAIN_STD, plain_queries
 
     q = np.asarray(gt.query, np.float32)
     T = np.asarray(gt.visible).shape[1]
-    plain = ~(query_texture(open_footage(frames), q, T) > max_std)
+    plain = plain_queries(frames, q, T, PLAIN_STD if max_std is None else max_std)
     m = np.asarray(gt.visible, bool) & (np.arange(T)[None] > q[:, :1])
     res = {"plain_fraction": float(plain.mean())}
     for name, d in outputs.items():

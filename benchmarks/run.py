@@ -177,7 +177,7 @@ def run_method(method: str, clip: Clip, timeout: float = METHOD_TIMEOUT_S,
     if why:
         return RunResult(method, clip.name, clip.kind, False, why)
     clip.work.mkdir(parents=True, exist_ok=True)
-    record = clip.work / f"{method}.run.json"
+    record = record_path(clip.work, method)
     rec = read_record(clip.work, method)
     if reuse and output_recorded(rec):
         return RunResult(method, clip.name, clip.kind, True, rec["reason"], Path(rec["out"]),
@@ -194,9 +194,14 @@ def run_method(method: str, clip: Clip, timeout: float = METHOD_TIMEOUT_S,
     return r
 
 
+def record_path(work: Path, method: str) -> Path:
+    """Where ``method``'s last successful run in ``work`` is recorded (``<method>.run.json``)."""
+    return work / f"{method}.run.json"
+
+
 def read_record(work: Path, method: str) -> dict | None:
-    """The record ``<method>.run.json`` of ``method``'s last successful run in ``work``, if any."""
-    record = work / f"{method}.run.json"
+    """The record (:func:`record_path`) of ``method``'s last successful run in ``work``, if any."""
+    record = record_path(work, method)
     return json.loads(record.read_text()) if record.is_file() else None
 
 
