@@ -186,6 +186,8 @@ def plain_region_depths(footage, query: np.ndarray, c2w: np.ndarray, K: np.ndarr
     import cv2
     from scipy.optimize import minimize
 
+    from ..parallel import loop_workers, ordered_map
+
     n, T = len(query), len(c2w)
     depth = np.full(n, np.nan)
     static = np.ones(n, bool) if static is None else np.asarray(static, bool)
@@ -224,6 +226,12 @@ def plain_region_depths(footage, query: np.ndarray, c2w: np.ndarray, K: np.ndarr
     planes: list[tuple[np.ndarray, float]] = []     # accepted planes, world frame: n . X = d
     n_fits = 0
     last = None
+    workers = loop_workers()
+
+    def fit(reg: _Region, x0: np.ndarray):
+        return minimize(reg.score, x0, method="Powell",
+                        options={"xtol": 1e-4, "ftol": 1e-6, "maxfev": MAX_EVALS})
+
     # most candidates first: they get the full fits, the rest try the planes found so far
     for reg, members in sorted(pending, key=lambda rm: -len(rm[1])):
         if last is not None:
@@ -237,17 +245,18 @@ def plain_region_depths(footage, query: np.ndarray, c2w: np.ndarray, K: np.ndarr
             continue       # too few points to tell, or they already lie on one surface
         s_cur = reg.score(cur[0])
         known = [p for p in (_plane_in(pl, c2w[reg.t]) for pl in planes) if p is not None]
-        scored = [(reg.score(p), p) for p in known]
+        # independent scores and fits run in threads (a score's remap and array work release
+        # the GIL); gathered in order, so the choice is a serial run's
+        scored = list(zip(ordered_map(reg.score, ((p,) for p in known), workers), known))
         full = n_fits < MAX_FITS
         if full:
             n_fits += 1
-            fronto = [reg.score(np.array([0.0, 0.0, w])) for w in ws]
+            fronto = list(ordered_map(reg.score, ((np.array([0.0, 0.0, w]),) for w in ws),
+                                      workers))
             starts = [np.array([0.0, 0.0, ws[int(np.argmin(fronto))]]), cur[0]]
             if scored:
                 starts.append(min(scored, key=lambda sp: sp[0])[1])
-            for x0 in starts:
-                r = minimize(reg.score, x0, method="Powell",
-                             options={"xtol": 1e-4, "ftol": 1e-6, "maxfev": MAX_EVALS})
+            for r in ordered_map(fit, ((reg, x0) for x0 in starts), workers):
                 scored.append((float(r.fun), r.x))
         if not scored:
             continue

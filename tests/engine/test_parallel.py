@@ -259,6 +259,29 @@ def test_occlusion_check_in_threads_equals_the_serial_check(scene, monkeypatch):
         _same(a[k], b[k], k)
 
 
+def test_plain_region_fits_in_threads_equal_the_serial_fits(tmp_path, monkeypatch):
+    """The plain-region fits (fronto-parallel scores and Powell starts in threads, results
+    gathered in order) choose the same planes as in one thread: the same depths, bit for bit."""
+    from test_refine_regions import _depth, _wall_clip
+
+    from engine.decode import open_footage
+    from engine.refine.regions import plain_region_depths
+
+    path, c2w, K, q_wall, X_wall, q_floor, X_floor = _wall_clip(tmp_path)
+    true = _depth(X_wall, c2w)
+    drift = c2w[0, :3, 3] + (X_wall - c2w[0, :3, 3]) * np.exp(
+        np.random.default_rng(2).uniform(-0.35, 0.35, len(true)))[:, None]
+    runs = []
+    for threads in ("1", "3"):
+        monkeypatch.setenv("WT_THREADS", threads)
+        runs.append(plain_region_depths(open_footage(path), q_wall, c2w, K,
+                                        lambda t: np.concatenate([drift, X_floor]),
+                                        (0.3 * true.min(), 3.0 * true.max())))
+    (da, ra), (db, rb) = runs
+    np.testing.assert_array_equal(da, db)
+    assert ra == rb and np.isfinite(da).mean() > 0.9
+
+
 def test_single_threaded_blas_keeps_a_count_the_environment_names():
     from engine.parallel import BLAS_THREAD_VARS, blas_threads, single_threaded_blas
 
