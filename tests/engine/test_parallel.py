@@ -143,6 +143,13 @@ def test_sweep_costs_in_threads_equal_the_serial_costs(tmp_path):
     for workers in (2, 3):
         np.testing.assert_array_equal(sweep_costs(fo, q, uv, descs=descs, workers=workers),
                                       serial)
+    # the references broadcast instead of repeated over the candidates: the same costs
+    import engine.refine.appearance as app
+    tiled_max, app._TILED_REF_BYTES = app._TILED_REF_BYTES, 0
+    try:
+        np.testing.assert_array_equal(sweep_costs(fo, q, uv, descs=descs), serial)
+    finally:
+        app._TILED_REF_BYTES = tiled_max
     inside = np.isfinite(uv).all(-1) & (uv[..., 0] > -0.5) & (uv[..., 0] < 159.5) \
         & (uv[..., 1] > -0.5) & (uv[..., 1] < 119.5)
     np.testing.assert_array_equal(np.isfinite(serial), inside)   # a cost exactly where in frame
