@@ -160,7 +160,10 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     K = np.asarray(K, np.float64)
     tau = tau_px(sigma)
     thr_rigid = max(1.5, 4 * float(sigma))
-    chunk = chunk or _limited_rows(int(max(64, min(4096, 1_000_000 // max(1, 48 * T)))), T,
+    # (the static fit scans one depth at a time, so a chunk's arrays are (rows, T)-sized:
+    # larger chunks spend less time in Python; 1,736 rows at 48 frames were 1.2x faster than
+    # 434 in two threads, and the same bit for bit)
+    chunk = chunk or _limited_rows(int(max(64, min(4096, 4_000_000 // max(1, 48 * T)))), T,
                                    budget, CHUNK_BYTES_PER_TRACK_FRAME)
     near, far = _depth_range(tracks_3d, group, c2w, N)
     radius = float(np.median(np.linalg.norm(
