@@ -170,8 +170,9 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
     # the mean over a patch's values as a matrix-vector product (summed in BLAS order: the
     # float32 mean to ~1e-7)
     mean_w = np.full(ref.shape[-1], 1.0 / ref.shape[-1], np.float32)
-    # which candidates are in frame, for every frame in one pass (not one strided pass each)
-    inside = np.isfinite(uv).all(-1) & in_image(uv, W, H)              # (n, D, T)
+    # which candidates are in frame, for every frame in one pass (not one strided pass each;
+    # NaN positions are outside)
+    inside = in_image(uv, W, H)                                         # (n, D, T)
     # the references repeated over the D candidates, once for all frames: the subtraction
     # below is then one flat pass (2x faster than broadcasting, the same values); skipped
     # where that copy would be large

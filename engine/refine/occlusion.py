@@ -80,7 +80,7 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
     from scipy.spatial import cKDTree
 
     from ..parallel import loop_workers, ordered_map
-    from ..solve.camera import project
+    from ..solve.camera import project, vector_norm
     from .static import in_image
 
     N, T = np.shape(visible)
@@ -135,7 +135,7 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
             front = valid & (s_z[nbc] * (1.0 + MARGIN) < z[tp][:, None])
             n_v, n_f = valid.sum(1), front.sum(1)
             d = s_uv[nbc] - uv[tp][:, None]
-            u = d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-6)
+            u = d / np.maximum(vector_norm(d), 1e-6)[..., None]
             res = np.linalg.norm((u * front[..., None]).sum(1), axis=1) / np.maximum(n_f, 1)
             hid = (n_f >= MIN_FRONT) & (n_f >= MIN_FRONT_FRACTION * np.maximum(n_v, 1)) \
                 & (res <= MAX_RESULTANT)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .camera import vector_norm
+
 _BLOCK = 1024       # points refined at once by :func:`refine_points`
 
 
@@ -21,7 +23,7 @@ def ray_directions(xy: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray
     yn = (xy[..., 1] - K[:, 1, 2][None]) / K[:, 1, 1][None]
     d = np.stack([xn, yn, np.ones_like(xn)], -1)
     d = np.matmul(d[..., None, :], np.swapaxes(c2w[:, :3, :3], 1, 2)[None])[..., 0, :]
-    return d / np.linalg.norm(d, axis=-1, keepdims=True)
+    return d / vector_norm(d)[..., None]
 
 
 def triangulate_rays(xy: np.ndarray, vis: np.ndarray, K: np.ndarray, c2w: np.ndarray,

@@ -28,3 +28,13 @@ def test_refined_points_reach_the_noise_and_blocks_do_not_change_them(monkeypatc
     assert np.median(rms[ok]) < 0.45 < 1.0 < np.median(rms0[ok])     # noise: 0.3 px per axis
     monkeypatch.setattr(tri, "_BLOCK", 10 ** 9)                  # all points at once
     assert np.array_equal(X, tri.refine_points(X0, xy, vis, K, c2w), equal_nan=True)
+
+
+def test_vector_norm_is_numpys_norm_bit_for_bit():
+    from engine.solve.camera import vector_norm
+
+    rng = np.random.default_rng(3)
+    for k in (2, 3):
+        v = rng.normal(0, 40, (5000, 7, k))
+        v[0, 0, 0], v[1, 1, -1], v[2, 2, 0] = np.nan, np.inf, 1e-300
+        np.testing.assert_array_equal(vector_norm(v), np.linalg.norm(v, axis=-1))
