@@ -185,7 +185,7 @@ def sweep_costs(footage, query: np.ndarray, uv: np.ndarray, kernels: Kernels | N
             return
         xy = uv[:, :, t].reshape(-1, 2)
         # every candidate is sampled (those out of frame at a dummy position, then blanked):
-        # the references then broadcast over the D candidates instead of being gathered
+        # the references then line up with the D candidates instead of being gathered
         p = sample_points(desc, footage.to_work_pixels(
             np.where(ok[:, None], xy, 0).astype(np.float32)), _OFFS)
         # |patch - reference| in place on the samples: no second (n, D, 72) array

@@ -47,23 +47,35 @@ def _project_many(X: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.nda
     return uv, z
 
 
-def ray_candidates(query: np.ndarray, c2w: np.ndarray, K: np.ndarray,
-                   depth_range: tuple[float, float], mode: str = "general", radius: float = 100.0,
-                   n_depths: int = 48):
-    """Candidate static points on each query ray: (X (n, D, 3), depths (D,), ray origins (n, 3),
-    unit ray directions (n, 3)); depths log-spaced over ``depth_range`` (one, ``radius``, for a
-    tripod shot). ``query`` (n, 3) ``[t, x, y]`` undistorted px."""
+def query_rays(query: np.ndarray, c2w: np.ndarray, K: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Each query pixel's viewing ray in the world: (origins (n, 3), the query cameras'
+    centres; unit directions (n, 3)). ``query`` (n, 3) ``[t, x, y]`` undistorted px."""
     n, T = len(query), len(c2w)
     qt = np.clip(np.round(query[:, 0]).astype(int), 0, T - 1)
     qxy = np.zeros((n, T, 2))
     qxy[np.arange(n), qt] = query[:, 1:3]
     rays = ray_directions(qxy, K, c2w)[np.arange(n), qt]          # (n, 3) unit
-    C = c2w[qt, :3, 3].astype(np.float64)                           # (n, 3)
+    return c2w[qt, :3, 3].astype(np.float64), rays
+
+
+def ray_depths(depth_range: tuple[float, float], mode: str = "general", radius: float = 100.0,
+               n_depths: int = 48) -> np.ndarray:
+    """Candidate depths (D,) along a query ray: log-spaced over ``depth_range``; one,
+    ``radius``, for a tripod shot."""
     if mode == "tripod":
-        depths = np.array([radius])
-    else:
-        near, far = depth_range
-        depths = np.geomspace(max(near, 1e-6), max(far, near * 1.01), n_depths)
+        return np.array([radius])
+    near, far = depth_range
+    return np.geomspace(max(near, 1e-6), max(far, near * 1.01), n_depths)
+
+
+def ray_candidates(query: np.ndarray, c2w: np.ndarray, K: np.ndarray,
+                   depth_range: tuple[float, float], mode: str = "general", radius: float = 100.0,
+                   n_depths: int = 48):
+    """Candidate static points on each query ray: (X (n, D, 3), depths (D,), ray origins (n, 3),
+    unit ray directions (n, 3)) (:func:`query_rays`, :func:`ray_depths`)."""
+    C, rays = query_rays(query, c2w, K)
+    depths = ray_depths(depth_range, mode, radius, n_depths)
     X = C[:, None] + depths[None, :, None] * rays[:, None]          # (n, D, 3)
     return X, depths, C, rays
 
@@ -123,7 +135,8 @@ def fit_static(xy_u: np.ndarray, vis: np.ndarray, query: np.ndarray, c2w: np.nda
     """
     n, T = vis.shape
     obs = np.where(vis[..., None], np.nan_to_num(xy_u), np.nan)
-    _, depths, C, rays = ray_candidates(query, c2w, K, depth_range, mode, radius, n_depths)
+    C, rays = query_rays(query, c2w, K)
+    depths = ray_depths(depth_range, mode, radius, n_depths)
     best = _best_depth(_ray_costs(C, rays, np.broadcast_to(depths, (n, len(depths))), c2w, K,
                                   obs, tau * tau), tau * tau)      # (n,) of D depths
     d = depths[best]

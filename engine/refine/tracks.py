@@ -609,7 +609,7 @@ def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H
     is not absent (``thr_occ``), confidence at most ``PLAIN_REGION_CONFIDENCE``."""
     from .appearance import sweep_costs
     from .regions import plain_region_depths
-    from .static import _project_many, ray_candidates
+    from .static import _project_many, query_rays
 
     cand = np.flatnonzero((kind != 2) & (tex <= ANCHOR_MIN_TEXTURE))
     if len(cand) == 0:
@@ -637,7 +637,7 @@ def _plain_regions(footage, query, tex, kind, c2w, K, depth_range, thr_occ, W, H
     for s in range(0, len(ids), step):
         qs = q[s:s + step]
         qt = np.clip(np.round(qs[:, 0]).astype(int), 0, T - 1)
-        _, _, C, rays = ray_candidates(qs, c2w, K, depth_range, n_depths=1)
+        C, rays = query_rays(qs, c2w, K)
         X = C + d[s:s + step, None] * rays
         uv, z = _project_many(X, c2w, K)
         cost = sweep_costs(footage, qs.astype(np.float32), uv[:, None], check_cancel=check,
