@@ -38,3 +38,14 @@ def test_vector_norm_is_numpys_norm_bit_for_bit():
         v = rng.normal(0, 40, (5000, 7, k))
         v[0, 0, 0], v[1, 1, -1], v[2, 2, 0] = np.nan, np.inf, 1e-300
         np.testing.assert_array_equal(vector_norm(v), np.linalg.norm(v, axis=-1))
+
+
+def test_camera_coords_equal_one_product_per_point_and_frame():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(0, 6, (3000, 3))
+    C = rng.normal(0, 2, (40, 3))
+    R = Rotation.random(40, random_state=5).as_matrix()
+    stacked = np.matmul((X[:, None, :] - C[None])[:, :, None, :], R[None])[:, :, 0, :]
+    np.testing.assert_array_equal(tri._camera_coords(X, R, C), stacked)
