@@ -49,3 +49,8 @@ def test_camera_coords_equal_one_product_per_point_and_frame():
     R = Rotation.random(40, random_state=5).as_matrix()
     stacked = np.matmul((X[:, None, :] - C[None])[:, :, None, :], R[None])[:, :, 0, :]
     np.testing.assert_array_equal(tri._camera_coords(X, R, C), stacked)
+    # the rotation blocks of (T, 4, 4) cameras, a view with rows 4 apart, as the callers pass
+    c2w = np.zeros((40, 4, 4))
+    c2w[:, :3, :3], c2w[:, :3, 3] = R, C
+    stacked = np.matmul((X[:, None, :] - C[None])[:, :, None, :], c2w[None, :, :3, :3])[:, :, 0, :]
+    np.testing.assert_array_equal(tri._camera_coords(X, c2w[:, :3, :3], C), stacked)
