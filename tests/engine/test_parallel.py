@@ -124,7 +124,7 @@ def test_sample_points_equals_one_remap_per_channel(channels):
     assert np.abs(got[inside] - bil).max() <= grad / 32
 
 
-def test_sweep_costs_in_threads_equal_the_serial_costs(tmp_path):
+def test_sweep_costs_in_threads_equal_the_serial_costs(tmp_path, monkeypatch):
     from track_synth import make_clip, write_sequence
 
     from engine.decode import open_footage
@@ -145,11 +145,8 @@ def test_sweep_costs_in_threads_equal_the_serial_costs(tmp_path):
                                       serial)
     # the references broadcast instead of repeated over the candidates: the same costs
     import engine.refine.appearance as app
-    tiled_max, app._TILED_REF_BYTES = app._TILED_REF_BYTES, 0
-    try:
-        np.testing.assert_array_equal(sweep_costs(fo, q, uv, descs=descs), serial)
-    finally:
-        app._TILED_REF_BYTES = tiled_max
+    monkeypatch.setattr(app, "_TILED_REF_BYTES", 0)
+    np.testing.assert_array_equal(sweep_costs(fo, q, uv, descs=descs), serial)
     inside = np.isfinite(uv).all(-1) & (uv[..., 0] > -0.5) & (uv[..., 0] < 159.5) \
         & (uv[..., 1] > -0.5) & (uv[..., 1] < 119.5)
     np.testing.assert_array_equal(np.isfinite(serial), inside)   # a cost exactly where in frame
