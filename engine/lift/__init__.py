@@ -58,17 +58,44 @@ def reprojection_rms(X3: np.ndarray, xy: np.ndarray, vis: np.ndarray, c2w: np.nd
         return np.where(cnt > 0, np.sqrt(sq / np.maximum(cnt, 1)), np.nan)
 
 
+def _surroundings(static_points: np.ndarray, c2w: np.ndarray, K: np.ndarray, image_size,
+                  radius: float):
+    """What the non-rigid paths are placed by: the static points' projector (frame -> (uv, z)
+    of those in front of and near the frame) and the default depth where none is near (the
+    static points' median distance from the first camera, else ``radius``)."""
+    static_fn = _static_projector(static_points, c2w, K, image_size)
+    Xs = static_points[np.isfinite(static_points).all(1)]
+    default_depth = float(np.median(np.linalg.norm(Xs - c2w[0, :3, 3], axis=1))) if len(Xs) \
+        else radius
+    return static_fn, default_depth
+
+
+def _nonrigid_rows(xy: np.ndarray, vis: np.ndarray, xy_u: np.ndarray, K: np.ndarray,
+                   c2w: np.ndarray, dist, static_fn, default_depth: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(paths (n, T, 3), reprojection RMS (n,) px) of non-rigid tracks: raw pixels ``xy``,
+    visibility ``vis``, undistorted pixels ``xy_u``."""
+    from .nonrigid import lift_nonrigid
+
+    X3 = lift_nonrigid(xy_u, vis, K, c2w, static_fn, default_depth)
+    return X3, reprojection_rms(X3, np.nan_to_num(xy.astype(np.float64)), vis, c2w, K, dist)
+
+
 def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
                 dist: tuple[float, float, float] | None, mode: str, sigma: float,
                 static_points: np.ndarray, image_size: tuple[int, int], out_tracks_3d,
                 out_group, out_reproj, chunk: int = 4096, max_group_tracks: int = 2000,
-                radius: float = 100.0, progress=None, rigid: bool = True) -> dict:
+                radius: float = 100.0, progress=None, rigid: bool = True,
+                paths: bool = True) -> dict:
     """Fill ``out_*`` (writable arrays, e.g. TrackFileWriter memmaps) for all N tracks.
 
     ``c2w`` (T, 4, 4) and ``K`` (T, 3, 3) are the solved cameras in the world frame,
     ``static_points`` (m, 3) world points of the static tracks the solve used (for depth
     continuity). ``rigid=False``: no rigid groups are looked for (every moving track is
-    non-rigid). Returns the lift part of the solve report.
+    non-rigid). ``paths=False``: the non-rigid tracks (of two or more frames) get their group
+    but no path yet (NaN ``tracks_3d`` and ``reproj_error``); :func:`lift_paths` fills the rows
+    that need one with the same values (the refinement: most of them become static points).
+    Returns the lift part of the solve report.
     """
     from ..parallel import loop_workers, ordered_map
     from .nonrigid import lift_nonrigid
@@ -78,9 +105,7 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     t0 = time.monotonic()
     N, T = visible.shape[:2]
     thr = max(1.5, 4 * sigma)
-    static_fn = _static_projector(static_points, c2w, K, image_size)
-    Xs = static_points[np.isfinite(static_points).all(1)]
-    default_depth = float(np.median(np.linalg.norm(Xs - c2w[0, :3, 3], axis=1))) if len(Xs) else radius
+    static_fn, default_depth = _surroundings(static_points, c2w, K, image_size, radius)
     dyn: list[np.ndarray] = []
     single: list[np.ndarray] = []
     st_err: list[np.ndarray] = []
@@ -144,10 +169,15 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
                     X3[m] = group_tracks_3d(Xo[m], g.obj_to_world)
                     counts[gi] = int(m.sum())
             nr = lab < 0
-            if nr.any():
-                X3[nr] = lift_nonrigid(xy_u[nr], vis[nr], K, c2w, static_fn, default_depth)
+            err = np.full(len(ids), np.nan)
+            if nr.any() and paths:
+                X3[nr], err[nr] = _nonrigid_rows(xy[nr], vis[nr], xy_u[nr], K, c2w, dist,
+                                                 static_fn, default_depth)
+            rg = ~nr
+            if rg.any():
+                err[rg] = reprojection_rms(X3[rg], np.nan_to_num(xy[rg].astype(np.float64)),
+                                           vis[rg], c2w, K, dist)
             lab = np.where(nr, nonrigid_id, lab)
-            err = reprojection_rms(X3, np.nan_to_num(xy.astype(np.float64)), vis, c2w, K, dist)
             order = np.argsort(ids)
             out_tracks_3d[ids[order]] = X3[order].astype(np.float32)
             out_group[ids[order]] = lab[order].astype(np.int32)
@@ -185,3 +215,56 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
         rep["groups"].append({"id": nonrigid_id, "kind": "nonrigid", "n_tracks": n_nonrigid,
                               "rule": "depth of surrounding static surface, smoothed"})
     return rep
+
+
+def lift_paths(tracks_2d, visible, ids: np.ndarray, c2w: np.ndarray, K: np.ndarray,
+               dist: tuple[float, float, float] | None, static_points: np.ndarray,
+               image_size: tuple[int, int], out_tracks_3d, out_reproj, radius: float = 100.0,
+               chunk: int = 4096) -> None:
+    """Fill the rows ``ids`` (sorted track indices) of ``out_tracks_3d`` / ``out_reproj`` with
+    their non-rigid paths and reprojection RMS: what :func:`lift_tracks` writes for non-rigid
+    tracks with ``paths=True`` (the same inputs give the same values), for the rows a
+    ``paths=False`` lift left NaN and that still need one. In chunks of ``chunk`` tracks."""
+    from .static import undistort_tracks
+
+    ids = np.asarray(ids, np.int64)
+    if len(ids) == 0:
+        return
+    static_fn, default_depth = _surroundings(static_points, c2w, K, image_size, radius)
+    for s in range(0, len(ids), chunk):
+        rows = ids[s:s + chunk]
+        vis = np.asarray(visible[rows]).astype(bool)
+        xy = np.asarray(tracks_2d[rows])
+        X3, err = _nonrigid_rows(xy, vis, undistort_tracks(xy, vis, K, dist), K, c2w, dist,
+                                 static_fn, default_depth)
+        out_tracks_3d[rows] = X3.astype(np.float32)
+        out_reproj[rows] = err.astype(np.float32)
+
+
+class Lifter:
+    """Lifts tracks through one solved shot (:func:`engine.solve.solve_world` returns one):
+    the cameras ``c2w`` / ``K`` (world frame), lens ``dist``, ``mode``, 2D noise ``sigma``
+    (px), the solve's static world points and the tripod sphere ``radius`` bound.
+    ``lifter(tracks_2d, visible, out_tracks_3d, out_group, out_reproj, rigid=True,
+    paths=True)`` is :func:`lift_tracks` (returns the lift's report);
+    ``lifter.paths(tracks_2d, visible, ids, out_tracks_3d, out_reproj)`` is :func:`lift_paths`
+    (give it the visibility the lift was given)."""
+
+    def __init__(self, c2w: np.ndarray, K: np.ndarray, dist, mode: str, sigma: float,
+                 static_points: np.ndarray, image_size: tuple[int, int], radius: float,
+                 progress=None):
+        self.c2w, self.K, self.dist, self.mode, self.sigma = c2w, K, dist, mode, sigma
+        self.static_points, self.image_size, self.radius = static_points, image_size, radius
+        self.progress = progress
+
+    def __call__(self, tracks_2d, visible, out_tracks_3d, out_group, out_reproj,
+                 rigid: bool = True, paths: bool = True, progress=None) -> dict:
+        return lift_tracks(tracks_2d, visible, self.c2w, self.K, self.dist, self.mode,
+                           self.sigma, self.static_points, self.image_size, out_tracks_3d,
+                           out_group, out_reproj, radius=self.radius,
+                           progress=self.progress if progress is None else progress,
+                           rigid=rigid, paths=paths)
+
+    def paths(self, tracks_2d, visible, ids: np.ndarray, out_tracks_3d, out_reproj) -> None:
+        lift_paths(tracks_2d, visible, ids, self.c2w, self.K, self.dist, self.static_points,
+                   self.image_size, out_tracks_3d, out_reproj, radius=self.radius)

@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 
 __all__ = ["refine_solution", "find_footage", "check_memory_limit", "refine_minimum_mb",
-           "MAX_ROUNDS", "RESOLVE_RUNS", "EVAL_MAX_TRACKS", "eval_rows"]
+           "needs_paths", "MAX_ROUNDS", "RESOLVE_RUNS", "EVAL_MAX_TRACKS", "eval_rows"]
 
 MAX_ROUNDS = 2          # re-solves after the first solve
 MIN_GAIN = 0.01         # relative growth of agreeing observations that counts as improvement
@@ -160,7 +160,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
     work = parent if parent is not None and parent.is_dir() else None
     # arena-less ONNX sessions with a limit; the shared default sessions otherwise
     kernels = make_kernels("auto", None, budget) if budget.limited else None
-    best = {"c2w": c2w, "K": K, "report": report,
+    best = {"c2w": c2w, "K": K, "report": report, "lifter": lift, "lift_visible": data.visible,
             "lift": tuple(_copy(out[n], budget, work)
                           for n in ("tracks_3d", "group", "reproj_error"))}
     # geometry-only passes write into scratch arrays (the final pass writes ``out``); two sets,
@@ -218,8 +218,10 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
         o3 = budget.array((N, T, 3), np.float32, work)
         og = budget.array((N,), np.int32, work)
         orr = budget.array((N,), np.float32, work)
-        lift_into(rep_n, lift_n, data.tracks_2d, res.clean_visible, o3, og, orr)
-        cand = {"c2w": c2w_n, "K": K_n, "report": rep_n, "lift": (o3, og, orr)}
+        lift_into(rep_n, lift_n, data.tracks_2d, res.clean_visible, o3, og, orr,
+                  paths=needs_paths(rep_n["mode"]))
+        cand = {"c2w": c2w_n, "K": K_n, "report": rep_n, "lifter": lift_n,
+                "lift_visible": res.clean_visible, "lift": (o3, og, orr)}
         if spare is None:
             spare = scratch_set()
         res_n = geometry_pass(cand, spare)
@@ -247,6 +249,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
                           out["tracks_3d"], out["group"], out["reproj_error"],
                           footage=footage, kernels=kernels, progress=progress, budget=budget,
                           work_dir=work, occlusion=True, geometry=res)
+    _fill_paths(best, final.kind, data.tracks_2d, out)
     report = best["report"]
     report["refine"] = {"rounds": rounds, "kept_round": max(e["round"] for e in rounds
                                                             if e.get("accepted")),
@@ -292,7 +295,8 @@ class _Sample:
         t0 = time.monotonic()
         xy, vis, conf, query = self.ins
         rep = dict(report)
-        rep["lift"] = lift(xy, np.asarray(visible[self.rows]), *self.lifted, rigid=False)
+        rep["lift"] = lift(xy, np.asarray(visible[self.rows]), *self.lifted, rigid=False,
+                           paths=needs_paths(rep["mode"]))
         res = refine_tracks(xy, vis, conf, query, *self.lifted, c2w, K, _dist(rep), rep["mode"],
                             rep.get("noise_sigma_px", 1.0), self.image_size, _rigid_ids(rep),
                             *self.scratch, footage=None, progress=self.progress,
@@ -301,6 +305,27 @@ class _Sample:
                 "agreeing_observations": res.report["agreeing_observations"],
                 "n_static": res.report["n_static"],
                 "seconds": round(time.monotonic() - t0, 3)}
+
+
+def needs_paths(mode: str) -> bool:
+    """Whether the refinement reads the non-rigid tracks' lifted paths (a lift for it may leave
+    them to :func:`_fill_paths` otherwise): in tripod mode the background sphere's radius is
+    measured on the first tracks' lifted points, whatever their kind."""
+    return mode == "tripod"
+
+
+def _fill_paths(sol: dict, kind: np.ndarray, tracks_2d, out) -> None:
+    """Give the kept solution's non-rigid tracks that the refinement left to the tracker
+    (``kind`` 0) their paths in ``out``: its lift left them out (``paths=False``; the others
+    became static points or follow a rigid group). Without the solution's lifter (a caller
+    that lifted in full) there is nothing to fill."""
+    lifter = sol.get("lifter")
+    nonrigid = [g["id"] for g in sol["report"].get("lift", {}).get("groups", [])
+                if g["kind"] == "nonrigid"]
+    if lifter is None or not nonrigid:
+        return
+    ids = np.flatnonzero((kind == 0) & (np.asarray(out["group"]) == nonrigid[0]))
+    lifter.paths(tracks_2d, sol["lift_visible"], ids, out["tracks_3d"], out["reproj_error"])
 
 
 def _copy(src, budget, folder) -> np.ndarray:

@@ -22,11 +22,12 @@ Heavy libraries (cv2, scipy) are imported inside the submodules that need them.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..lift import Lifter
     from ..trackfile import TrackData
 
 __all__ = ["solve_trackfile", "solve_arrays", "solve_world", "solve_cameras", "predict_positions",
@@ -51,17 +52,18 @@ def focal_px_from_mm(focal_mm: float, sensor_width_mm: float, image_width_px: in
 def solve_world(tracks_2d, visible, confidence, image_size: tuple[int, int], *,
                 focal: float | None = None, zoom: bool = False, distortion: str = "none",
                 principal_point="auto", progress=None, restarts: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray, dict, Callable[..., dict]]:
+                ) -> tuple[np.ndarray, np.ndarray, dict, "Lifter"]:
     """Solve the cameras and choose the world frame, without lifting the tracks.
 
     Returns (cam_to_world (T, 4, 4) world frame, K (T, 3, 3), report dict, ``lift``), where
-    ``lift(tracks_2d, visible, out_tracks_3d, out_group, out_reproj, rigid=True)`` lifts any
-    set of tracks (:func:`engine.lift.lift_tracks`, the solve's cameras, lens, noise and static
-    points bound) and returns the lift's report. Raises :class:`SolveError` when the shot cannot
+    ``lift(tracks_2d, visible, out_tracks_3d, out_group, out_reproj, rigid=True, paths=True)``
+    lifts any set of tracks (an :class:`engine.lift.Lifter`: :func:`engine.lift.lift_tracks`
+    with the solve's cameras, lens, noise and static points bound) and returns the lift's
+    report. Raises :class:`SolveError` when the shot cannot
     be solved. ``restarts``: runs of a self-calibrated solve (None: the default,
     :func:`engine.solve.pipeline.solve_cameras`).
     """
-    from ..lift import lift_tracks
+    from ..lift import Lifter
     from ..lift.world import apply_to_cameras, apply_to_points, choose_world
     from .pipeline import solve_cameras
     from .rotation import SPHERE_RADIUS
@@ -77,12 +79,8 @@ def solve_world(tracks_2d, visible, confidence, image_size: tuple[int, int], *,
     dist = sol.dist if any(sol.dist) else None
     scale = float(np.cbrt(np.linalg.det(S[:3, :3])))
 
-    def lift(tracks, vis, out_tracks_3d, out_group, out_reproj, rigid: bool = True) -> dict:
-        return lift_tracks(tracks, vis, c2w, sol.K, dist, sol.mode, sol.sigma, pts, image_size,
-                           out_tracks_3d, out_group, out_reproj, radius=SPHERE_RADIUS * scale,
-                           progress=progress, rigid=rigid)
-
-    return c2w, sol.K, report, lift
+    return c2w, sol.K, report, Lifter(c2w, sol.K, dist, sol.mode, sol.sigma, pts, image_size,
+                                      SPHERE_RADIUS * scale, progress)
 
 
 def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], out_tracks_3d,
@@ -102,12 +100,13 @@ def solve_arrays(tracks_2d, visible, confidence, image_size: tuple[int, int], ou
 
 
 def lift_into(report: dict, lift, tracks_2d, visible, out_tracks_3d, out_group,
-              out_reproj) -> None:
-    """Lift the tracks into ``out_*`` and record the lift's report and wall time."""
+              out_reproj, **kw) -> None:
+    """Lift the tracks into ``out_*`` and record the lift's report and wall time (``kw``: the
+    lift's options, e.g. ``paths=False``)."""
     import time
 
     t0 = time.monotonic()
-    report["lift"] = lift(tracks_2d, visible, out_tracks_3d, out_group, out_reproj)
+    report["lift"] = lift(tracks_2d, visible, out_tracks_3d, out_group, out_reproj, **kw)
     report["timings"]["lift"] = time.monotonic() - t0
 
 
@@ -131,6 +130,7 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
     import time
 
     from ..parallel import blas_threads, loop_workers
+    from ..refine import needs_paths
     from ..trackfile import TrackFileWriter, load_trackfile
 
     t0 = time.monotonic()
@@ -153,8 +153,10 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
                                            data.image_size, focal=focal, zoom=zoom,
                                            distortion=distortion,
                                            principal_point=principal_point, progress=progress)
+        # with the refinement, non-rigid paths are made at its end for the tracks it leaves
+        # to the tracker (most become static points: a dense clip's 70,000 paths cost seconds)
         lift_into(report, lift, data.tracks_2d, data.visible, w["tracks_3d"], w["group"],
-                  w["reproj_error"])
+                  w["reproj_error"], paths=not refine or needs_paths(report["mode"]))
         if refine:
             c2w, K, report = _refine(data, w, c2w, K, report, lift, in_path, clip, focal, zoom,
                                      distortion, max_rounds, progress, principal_point)

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from solve_synth import make_scene, to_trackdata, umeyama  # noqa: E402
 
-from engine.lift import lift_tracks  # noqa: E402
+from engine.lift import Lifter, lift_tracks  # noqa: E402
 from engine.lift.rigid import find_groups  # noqa: E402
 from engine.lift.world import CAMERA_HEIGHT, apply_to_cameras, apply_to_points, choose_world  # noqa: E402
 from engine.solve import predict_positions  # noqa: E402
@@ -22,14 +22,14 @@ from engine.solve import predict_positions  # noqa: E402
 SIZE = (320, 240)
 
 
-def _lift(sc, chunk=300, mode="general"):
+def _lift(sc, chunk=300, mode="general", paths=True):
     N, T = sc["visible"].shape
     out3 = np.full((N, T, 3), np.nan, np.float32)
     grp = np.full(N, -1, np.int32)
     rep = np.full(N, np.nan, np.float32)
     static_pts = sc["tracks_3d"][sc["group"] < 0, 0]
     info = lift_tracks(np.nan_to_num(sc["tracks_2d"]), sc["visible"], sc["c2w"], sc["K"], None,
-                       mode, 0.3, static_pts, SIZE, out3, grp, rep, chunk=chunk)
+                       mode, 0.3, static_pts, SIZE, out3, grp, rep, chunk=chunk, paths=paths)
     return out3, grp, rep, info
 
 
@@ -95,6 +95,33 @@ def test_nonrigid_tracks_get_a_smooth_path():
     step = np.linalg.norm(np.diff(X, axis=1), axis=-1)
     depth = np.linalg.norm(X - sc["c2w"][None, :, :3, 3], axis=-1)
     assert np.median(step / depth[:, 1:]) < 0.05     # no jumps
+
+
+def test_paths_left_out_and_filled_later_are_the_same():
+    """A lift without non-rigid paths (the refinement's) leaves only those rows NaN, and
+    filling them afterwards (:class:`engine.lift.Lifter`'s ``paths``, any subset, in any
+    chunks) gives every row the full lift's values bit for bit."""
+    sc = make_scene("dynamic", T=16, n_points=500, W=320, H=240, seed=23)
+    rng = np.random.default_rng(2)
+    ids = rng.choice(np.flatnonzero(sc["visible"].sum(1) >= 8), 60, replace=False)
+    sc["tracks_2d"][ids] += np.cumsum(rng.normal(0, 1.5, size=(60, 16, 2)), 1).astype(np.float32)
+    full = _lift(sc)
+    part = _lift(sc, paths=False)
+    nr_id = [g["id"] for g in full[3]["groups"] if g["kind"] == "nonrigid"][0]
+    nr = full[1] == nr_id
+    assert nr.sum() >= 40
+    np.testing.assert_array_equal(part[1], full[1])             # the same groups
+    assert np.isnan(part[0][nr]).all() and np.isnan(part[2][nr]).all()
+    for a, b in zip(part[:3:2], full[:3:2]):                   # the other rows as they were
+        np.testing.assert_array_equal(a[~nr], b[~nr])
+    static_pts = sc["tracks_3d"][sc["group"] < 0, 0]
+    lifter = Lifter(sc["c2w"], sc["K"], None, "general", 0.3, static_pts, SIZE, 100.0)
+    rows = np.flatnonzero(nr)
+    for chunk in (rows[::2], rows[1::2]):          # two calls, other row sets than the lift's
+        lifter.paths(np.nan_to_num(sc["tracks_2d"]), sc["visible"], chunk, part[0], part[2])
+    np.testing.assert_array_equal(part[0], full[0])
+    np.testing.assert_array_equal(part[2], full[2])
+    assert np.isfinite(part[0][nr]).all()
 
 
 def test_hidden_frames_are_filled_as_np_interp_fills_them():
