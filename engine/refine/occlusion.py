@@ -64,6 +64,32 @@ MAX_OWN_CONTROL_FRACTION = 0.5   # a point the test calls hidden in more than th
 ROWS = 65536                # targets examined at once per frame
 
 
+def _front_nearby(s_uv: np.ndarray, s_front: np.ndarray, t_uv: np.ndarray, t_z: np.ndarray,
+                  radius: float, image_size: tuple[int, int]) -> np.ndarray:
+    """(m,) bool: whether a surface point within ``radius`` px of each target (``t_uv`` (m, 2)
+    in the image of ``image_size`` (W, H), depth ``t_z`` (m,)) may be in front of it, i.e. has
+    ``s_front`` (its depth times ``1 + MARGIN``) below the target's depth. Checked on a grid of
+    ``radius``-sized cells: every point within ``radius`` lies in the target's cell or one of
+    its 8 neighbours, so a target is False only when no surface point near it is in front (the
+    test cannot call it hidden); some True ones have none either. Surface points off the image
+    count in the border cells (which can only make more targets True)."""
+    W, H = image_size
+    nx, ny = int(W // radius) + 1, int(H // radius) + 1   # cells -1 .. n cover the image
+
+    def cells(uv):    # cell index + 2: 1 .. n + 2, with a ring of empty cells around
+        cx = np.clip(np.floor(uv[:, 0] / radius), -1, nx).astype(np.int64) + 2
+        cy = np.clip(np.floor(uv[:, 1] / radius), -1, ny).astype(np.int64) + 2
+        return cy, cx
+
+    grid = np.full((ny + 4, nx + 4), np.inf)
+    np.minimum.at(grid, cells(s_uv), s_front)
+    # the least front depth over each cell's 3x3 neighbourhood
+    nb = np.min([grid[1 + dy:ny + 3 + dy, 1 + dx:nx + 3 + dx]
+                 for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    ty, tx = cells(t_uv)
+    return nb[ty - 1, tx - 1] < t_z
+
+
 def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray, K: np.ndarray,
                     dist, image_size: tuple[int, int], check=None, budget=None
                     ) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -122,9 +148,17 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
         tpos = np.searchsorted(ids, tgt)
         inframe = ok[tpos] & in_image(uv[tpos], W, H)
         tgt, tpos = tgt[inframe], tpos[inframe]
+        # every target is a control or not; only those with surface in front somewhere near
+        # can be hidden, the rest need no neighbour search
+        ctl_all = ag_t[tgt]
+        seen_f, n_f_tgt = [tgt[ctl_all]], int((~ctl_all).sum())
+        near = _front_nearby(s_uv, s_z * (1.0 + MARGIN), uv[tpos], z[tpos], radius, (W, H))
+        tgt, tpos = tgt[near], tpos[near]
+        hid_f, hit_f = [], []
+        if len(tgt) == 0:
+            return none, none, seen_f[0], n_f_tgt
         tree = cKDTree(s_uv)
         kk = min(K_NEAREST + 1, len(surf))
-        hid_f, hit_f, seen_f, n_f_tgt = [], [], [], 0
         for r0 in range(0, len(tgt), ROWS):
             tg, tp = tgt[r0:r0 + ROWS], tpos[r0:r0 + ROWS]
             dd, nb = tree.query(uv[tp], k=kk, distance_upper_bound=radius)
@@ -141,8 +175,6 @@ def occluded_static(tracks_3d, visible, agree, kind: np.ndarray, c2w: np.ndarray
                 & (res <= MAX_RESULTANT)
             ctl = ag_t[tg]
             hit_f.append(tg[hid & ctl])
-            seen_f.append(tg[ctl])
-            n_f_tgt += int((~ctl).sum())
             hid_f.append(tg[hid & ~ctl])
         cat = (lambda parts: np.concatenate(parts) if parts else none)
         return cat(hid_f), cat(hit_f), cat(seen_f), n_f_tgt

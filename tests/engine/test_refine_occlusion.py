@@ -161,3 +161,26 @@ def test_unreliable_depths_fail_the_self_check(scene):
     Xn = C + (X3 - C) * s
     ids, ts, rep = occluded_static(Xn, vis, agree, kind, sc["c2w"], sc["K"], None, (W, H))
     assert len(ids) == 0 and "skipped" in rep and rep["est_precision"] < 0.5
+
+
+def test_front_grid_never_skips_a_target_with_surface_in_front():
+    """The grid pre-check (`_front_nearby`) may only skip targets that the neighbour test could
+    not call hidden: brute force over random surfaces, including points off the image and
+    targets on its borders; it also skips most targets of a surface that is mostly behind."""
+    from engine.refine.occlusion import MARGIN, _front_nearby
+
+    rng = np.random.default_rng(5)
+    W, H, radius = 320, 240, 20.0
+    for trial in range(20):
+        s_uv = rng.uniform([-60, -60], [W + 60, H + 60], (400, 2))
+        s_z = rng.uniform(1.0, 10.0, 400)
+        t_uv = rng.uniform([-0.49, -0.49], [W - 0.51, H - 0.51], (3000, 2))
+        t_uv[:20] = [[-0.49, -0.49], [W - 0.51, H - 0.51]] * 10
+        t_z = rng.uniform(1.0, 12.0, 3000)
+        near = _front_nearby(s_uv, s_z * (1.0 + MARGIN), t_uv, t_z, radius, (W, H))
+        d = np.linalg.norm(t_uv[:, None] - s_uv[None], axis=-1)
+        truth = ((d < radius) & (s_z[None] * (1.0 + MARGIN) < t_z[:, None])).any(1)
+        assert not (truth & ~near).any(), trial
+        if trial == 0:   # near targets, far surface: nothing in front, (nearly) all skipped
+            far = _front_nearby(s_uv, np.full(400, 100.0), t_uv, t_z, radius, (W, H))
+            assert not far.any()
