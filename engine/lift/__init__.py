@@ -81,12 +81,38 @@ def _nonrigid_rows(xy: np.ndarray, vis: np.ndarray, xy_u: np.ndarray, K: np.ndar
     return X3, reprojection_rms(X3, np.nan_to_num(xy.astype(np.float64)), vis, c2w, K, dist)
 
 
+def _group_rows(xy: np.ndarray, vis: np.ndarray, xy_u: np.ndarray, K: np.ndarray,
+                c2w: np.ndarray, dist, groups: list, sigma: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Moving tracks fitted to the rigid groups: (group index (n,), -1 where none fits; world
+    paths (n, T, 3) following the group, NaN where none; reprojection RMS (n,) px, NaN where
+    none). ``xy`` raw pixels (n, T, 2), ``xy_u`` undistorted."""
+    from .rigid import assign_to_groups, group_tracks_3d
+
+    n, T = vis.shape
+    X3 = np.full((n, T, 3), np.nan)
+    err = np.full(n, np.nan)
+    if not groups:
+        return -np.ones(n, int), X3, err
+    lab, Xo, _ = assign_to_groups(xy_u, vis, K, groups, sigma)
+    for gi, g in enumerate(groups):
+        m = lab == gi
+        if m.any():
+            X3[m] = group_tracks_3d(Xo[m], g.obj_to_world)
+    rg = lab >= 0
+    if rg.any():
+        err[rg] = reprojection_rms(X3[rg], np.nan_to_num(xy[rg].astype(np.float64)), vis[rg],
+                                   c2w, K, dist)
+    return lab, X3, err
+
+
 def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
                 dist: tuple[float, float, float] | None, mode: str, sigma: float,
                 static_points: np.ndarray, image_size: tuple[int, int], out_tracks_3d,
                 out_group, out_reproj, chunk: int = 4096, max_group_tracks: int = 2000,
                 radius: float = 100.0, progress=None, rigid: bool = True,
-                paths: bool = True) -> dict:
+                paths: bool = True, assign: bool = True,
+                groups_out: list | None = None) -> dict:
     """Fill ``out_*`` (writable arrays, e.g. TrackFileWriter memmaps) for all N tracks.
 
     ``c2w`` (T, 4, 4) and ``K`` (T, 3, 3) are the solved cameras in the world frame,
@@ -95,14 +121,20 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     non-rigid). ``paths=False``: the non-rigid tracks (of two or more frames) get their group
     but no path yet (NaN ``tracks_3d`` and ``reproj_error``); :func:`lift_paths` fills the rows
     that need one with the same values (the refinement: most of them become static points).
+    ``assign=False`` (implies ``paths=False``): the rigid groups are found but no moving track
+    is fitted to them yet: every moving track gets the non-rigid group's id, and the groups'
+    ``n_tracks`` are 0; :meth:`Lifter.assign` fits the tracks that need it (the refinement:
+    those it does not fit as static points) with the same results. ``groups_out``: a list that
+    receives the rigid groups found (:class:`engine.lift.rigid.RigidGroup`).
     Returns the lift part of the solve report.
     """
     from ..parallel import loop_workers, ordered_map
     from .nonrigid import lift_nonrigid
-    from .rigid import assign_to_groups, find_groups, group_tracks_3d
+    from .rigid import find_groups
     from .static import lift_static, undistort_tracks
 
     t0 = time.monotonic()
+    paths = paths and assign
     N, T = visible.shape[:2]
     thr = max(1.5, 4 * sigma)
     static_fn, default_depth = _surroundings(static_points, c2w, K, image_size, radius)
@@ -146,6 +178,8 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
             vis_s = np.asarray(visible[sub]).astype(bool)
             xy_s = undistort_tracks(np.asarray(tracks_2d[sub]), vis_s, K, dist)
             groups, _ = find_groups(xy_s, vis_s, K, c2w, sigma, static_fn, progress=progress)
+        if groups_out is not None:
+            groups_out.extend(groups)
         stage.advance()
         n_rigid = len(groups)
         nonrigid_id = n_rigid
@@ -157,26 +191,13 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
             vis = np.asarray(visible[ids]).astype(bool)
             xy = np.asarray(tracks_2d[ids])
             xy_u = undistort_tracks(xy, vis, K, dist)
-            if groups:
-                lab, Xo, _ = assign_to_groups(xy_u, vis, K, groups, sigma)
-            else:
-                lab, Xo = -np.ones(len(ids), int), None
-            X3 = np.full((len(ids), T, 3), np.nan)
-            counts = np.zeros(n_rigid, int)
-            for gi, g in enumerate(groups):
-                m = lab == gi
-                if m.any():
-                    X3[m] = group_tracks_3d(Xo[m], g.obj_to_world)
-                    counts[gi] = int(m.sum())
+            lab, X3, err = _group_rows(xy, vis, xy_u, K, c2w, dist, groups if assign else [],
+                                       sigma)
+            counts = np.bincount(lab[lab >= 0], minlength=n_rigid)
             nr = lab < 0
-            err = np.full(len(ids), np.nan)
             if nr.any() and paths:
                 X3[nr], err[nr] = _nonrigid_rows(xy[nr], vis[nr], xy_u[nr], K, c2w, dist,
                                                  static_fn, default_depth)
-            rg = ~nr
-            if rg.any():
-                err[rg] = reprojection_rms(X3[rg], np.nan_to_num(xy[rg].astype(np.float64)),
-                                           vis[rg], c2w, K, dist)
             lab = np.where(nr, nonrigid_id, lab)
             order = np.argsort(ids)
             out_tracks_3d[ids[order]] = X3[order].astype(np.float32)
@@ -258,12 +279,34 @@ class Lifter:
         self.progress = progress
 
     def __call__(self, tracks_2d, visible, out_tracks_3d, out_group, out_reproj,
-                 rigid: bool = True, paths: bool = True, progress=None) -> dict:
-        return lift_tracks(tracks_2d, visible, self.c2w, self.K, self.dist, self.mode,
-                           self.sigma, self.static_points, self.image_size, out_tracks_3d,
-                           out_group, out_reproj, radius=self.radius,
-                           progress=self.progress if progress is None else progress,
-                           rigid=rigid, paths=paths)
+                 rigid: bool = True, paths: bool = True, assign: bool = True,
+                 progress=None) -> dict:
+        groups: list = []
+        rep = lift_tracks(tracks_2d, visible, self.c2w, self.K, self.dist, self.mode,
+                          self.sigma, self.static_points, self.image_size, out_tracks_3d,
+                          out_group, out_reproj, radius=self.radius,
+                          progress=self.progress if progress is None else progress,
+                          rigid=rigid, paths=paths, assign=assign, groups_out=groups)
+        if rigid:       # (a lift without rigid groups, e.g. of a sample, keeps the last ones)
+            self.groups = groups
+        return rep
+
+    def assign(self, tracks_2d, visible, ids: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fit the moving tracks ``ids`` (track indices) to the rigid groups of the last lift
+        with rigid groups: what that lift writes for them with ``assign=True``, as it stores
+        it: (group id (n,) int32, the non-rigid group's id where none fits; ``tracks_3d``
+        (n, T, 3) float32, NaN where none fits (no non-rigid path); ``reproj_error`` (n,)
+        float32, NaN where none fits). ``visible``: the visibility that lift was given."""
+        from .static import undistort_tracks
+
+        groups = getattr(self, "groups", [])
+        vis = np.asarray(visible[ids]).astype(bool)
+        xy = np.asarray(tracks_2d[ids])
+        lab, X3, err = _group_rows(xy, vis, undistort_tracks(xy, vis, self.K, self.dist),
+                                   self.K, self.c2w, self.dist, groups, self.sigma)
+        return (np.where(lab < 0, len(groups), lab).astype(np.int32), X3.astype(np.float32),
+                err.astype(np.float32))
 
     def paths(self, tracks_2d, visible, ids: np.ndarray, out_tracks_3d, out_reproj) -> None:
         lift_paths(tracks_2d, visible, ids, self.c2w, self.K, self.dist, self.static_points,

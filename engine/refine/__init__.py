@@ -21,6 +21,13 @@ starts from the kept round's geometry pass (copied, not fitted again) and writes
 ``tracks_3d`` / ``group`` / ``reproj_error``. ``metadata["solve"]["refine"]`` records every
 round. See :mod:`.tracks` for what "refined" means per track.
 
+The lifts it works from leave work that its own fits make moot (:func:`needs_paths`: not in
+tripod mode): the moving tracks are fitted to the rigid groups by a round's geometry pass, only
+those it does not fit as static points (the lift report's group ``n_tracks`` then count those),
+and the non-rigid paths are made at the end for the tracks left to the tracker
+(:func:`_fill_paths`); the outputs are the same as from full lifts. On a dense static clip that
+is most of the lift's work (72,000 moving tracks, almost all static points again).
+
 Memory: ``memory_limit_mb`` (default: the process-wide limit that ``python -m engine solve
 --memory-limit`` sets, :func:`engine.track.memory.set_process_limit`) sizes the chunks, moves
 the per-track-and-frame work arrays to disk memory maps when they would not fit and releases
@@ -177,11 +184,17 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
     def geometry_pass(sol, dest):
         lift3d, grp, rep = sol["lift"]
         r = sol["report"]
-        return refine_tracks(data.tracks_2d, data.visible, data.confidence, data.query,
-                             lift3d, grp, rep, sol["c2w"], sol["K"], _dist(r), r["mode"],
-                             r.get("noise_sigma_px", 1.0), data.image_size, _rigid_ids(r),
-                             *dest, footage=None, progress=progress, budget=budget,
-                             work_dir=work)
+        lifter, vis_l = sol.get("lifter"), sol["lift_visible"]
+        assign = None if lifter is None or not _rigid_ids(r) else \
+            (lambda ids: lifter.assign(data.tracks_2d, vis_l, ids))
+        res = refine_tracks(data.tracks_2d, data.visible, data.confidence, data.query,
+                            lift3d, grp, rep, sol["c2w"], sol["K"], _dist(r), r["mode"],
+                            r.get("noise_sigma_px", 1.0), data.image_size, _rigid_ids(r),
+                            *dest, footage=None, progress=progress, budget=budget,
+                            work_dir=work, assign=assign)
+        if assign is not None:
+            _count_members(r, res.outputs[4], res.outputs[5])
+        return res
 
     res = geometry_pass(best, scratch_set())
     rounds = [_round_entry(0, best["report"], res, True,
@@ -219,7 +232,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
         og = budget.array((N,), np.int32, work)
         orr = budget.array((N,), np.float32, work)
         lift_into(rep_n, lift_n, data.tracks_2d, res.clean_visible, o3, og, orr,
-                  paths=needs_paths(rep_n["mode"]))
+                  paths=needs_paths(rep_n["mode"]), assign=needs_paths(rep_n["mode"]))
         cand = {"c2w": c2w_n, "K": K_n, "report": rep_n, "lifter": lift_n,
                 "lift_visible": res.clean_visible, "lift": (o3, og, orr)}
         if spare is None:
@@ -305,6 +318,31 @@ class _Sample:
                 "agreeing_observations": res.report["agreeing_observations"],
                 "n_static": res.report["n_static"],
                 "seconds": round(time.monotonic() - t0, 3)}
+
+
+def _count_members(report: dict, group, reproj) -> None:
+    """The lift report's rigid groups' ``n_tracks`` and ``rigid_reproj_median_px`` after a
+    geometry pass fitted the moving tracks to them (a lift with ``assign=False`` leaves 0 and
+    None): over the tracks the pass did not fit as static points (``group`` / ``reproj``: the
+    pass's output groups and reprojection errors, (N,))."""
+    lift = report.get("lift", {})
+    groups = lift.get("groups", [])
+    rigid = [g["id"] for g in groups if g["kind"] == "rigid"]
+    if not rigid:
+        return
+    top = max(g["id"] for g in groups)
+    counts = np.zeros(top + 1, np.int64)
+    errs = []
+    for s in range(0, len(group), 1 << 16):
+        gr = np.asarray(group[s:s + (1 << 16)])
+        counts += np.bincount(gr[gr >= 0], minlength=top + 1)[:top + 1]
+        errs.append(np.asarray(reproj[s:s + (1 << 16)], np.float64)[np.isin(gr, rigid)])
+    err = np.concatenate(errs)
+    lift["rigid_reproj_median_px"] = round(float(np.nanmedian(err)), 4) \
+        if np.isfinite(err).any() else None
+    for g in groups:        # (the non-rigid group too: its tracks the pass left moving)
+        g["n_tracks"] = int(counts[g["id"]])
+        g["n_tracks_rule"] = "tracks the refinement did not fit as static points"
 
 
 def needs_paths(mode: str) -> bool:

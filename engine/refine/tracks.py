@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -134,8 +135,8 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                   out_tracks_2d, out_visible, out_confidence, out_tracks_3d, out_group,
                   out_reproj, footage=None, kernels=None, chunk: int | None = None,
                   progress=None, budget=None, work_dir=None,
-                  occlusion: bool = False, geometry: RefineResult | None = None
-                  ) -> RefineResult:
+                  occlusion: bool = False, geometry: RefineResult | None = None,
+                  assign: Callable[[np.ndarray], tuple] | None = None) -> RefineResult:
     """Refine all N tracks; writes the six ``out_*`` arrays (may alias the inputs' storage only
     for the 3D / group / reproj arrays, which are read chunk by chunk before being written).
 
@@ -148,7 +149,11 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     unlimited) with ``work_dir`` for the work arrays it puts on disk. ``occlusion``: also hide
     static-fit points that a reliable surface covers (:mod:`.occlusion`; not for tripod shots).
     ``geometry``: the result of an earlier call on the same inputs without footage (a geometry
-    pass): its outputs are copied instead of fitting every track again.
+    pass): its outputs are copied instead of fitting every track again. ``assign``: for a lift
+    that left its moving tracks unfitted to its rigid groups (``assign=False``, every moving
+    track in the non-rigid group): ``assign(ids) -> (group, tracks_3d, reproj_error)`` of
+    those tracks as the full lift gives them (:meth:`engine.lift.Lifter.assign`), called for
+    the moving tracks that the static fit does not take.
     """
     from ..track.memory import MemoryBudget
 
@@ -204,6 +209,11 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
         fit_frac[sl] = ni / np.maximum(nv, 1)
         st = (ni >= min(MIN_INLIERS, T)) & (ni >= MIN_INLIER_FRACTION * np.maximum(nv, 1)) \
             & np.isfinite(Xs).all(1)
+        if assign is not None:      # moving tracks not fitted as static: their rigid groups
+            todo = np.flatnonzero(~st & (g >= 0))
+            if len(todo):
+                g_a, X_a, e_a = assign(s + todo)
+                g[todo], X3[todo], err[todo] = g_a, X_a, e_a
         rig = ~st & np.isin(g, list(rigid_groups)) & (err < thr_rigid) & np.isfinite(X3).all((1, 2))
         k = np.where(st, 1, np.where(rig, 2, 0)).astype(np.int8)
         kind[sl] = k

@@ -153,10 +153,13 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
                                            data.image_size, focal=focal, zoom=zoom,
                                            distortion=distortion,
                                            principal_point=principal_point, progress=progress)
-        # with the refinement, non-rigid paths are made at its end for the tracks it leaves
-        # to the tracker (most become static points: a dense clip's 70,000 paths cost seconds)
+        # with the refinement, moving tracks are fitted to the rigid groups by its geometry
+        # pass, only those it does not fit as static points, and non-rigid paths are made at
+        # its end for the tracks it leaves to the tracker (most become static points: a dense
+        # clip's 70,000 moving tracks cost seconds)
+        deferred = refine and not needs_paths(report["mode"])
         lift_into(report, lift, data.tracks_2d, data.visible, w["tracks_3d"], w["group"],
-                  w["reproj_error"], paths=not refine or needs_paths(report["mode"]))
+                  w["reproj_error"], paths=not deferred, assign=not deferred)
         if refine:
             c2w, K, report = _refine(data, w, c2w, K, report, lift, in_path, clip, focal, zoom,
                                      distortion, max_rounds, progress, principal_point)

@@ -124,6 +124,43 @@ def test_paths_left_out_and_filled_later_are_the_same():
     assert np.isfinite(part[0][nr]).all()
 
 
+def test_group_fits_left_out_and_made_later_are_the_same(dynamic):
+    """A lift that finds the rigid groups but fits no moving track to them (``assign=False``,
+    the refinement's) puts every moving track in the non-rigid group; the lifter then fits
+    any of them (``assign``, other row sets than the lift's chunks) to what the full lift
+    stores for them, bit for bit."""
+    sc, (out3, grp, rep, info) = dynamic
+    N, T = sc["visible"].shape
+    static_pts = sc["tracks_3d"][sc["group"] < 0, 0]
+    lifter = Lifter(sc["c2w"], sc["K"], None, "general", 0.3, static_pts, SIZE, 100.0)
+    tr = np.nan_to_num(sc["tracks_2d"])
+    p3 = np.full((N, T, 3), np.nan, np.float32)
+    pg = np.full(N, -1, np.int32)
+    pr = np.full(N, np.nan, np.float32)
+    part = lifter(tr, sc["visible"], p3, pg, pr, assign=False)
+    rigid = [g["id"] for g in info["groups"] if g["kind"] == "rigid"]
+    nr_id = [g["id"] for g in info["groups"] if g["kind"] == "nonrigid"][0]
+    assert [g["kind"] for g in part["groups"]] == [g["kind"] for g in info["groups"]]
+    assert all(g["n_tracks"] == 0 for g in part["groups"] if g["kind"] == "rigid")
+    moving = grp >= 0
+    np.testing.assert_array_equal(pg[moving], nr_id)
+    np.testing.assert_array_equal(pg[~moving], grp[~moving])
+    ids = np.flatnonzero(moving)
+    got = [lifter.assign(tr, sc["visible"], part_ids) for part_ids in (ids[::3], ids[1::3],
+                                                                       ids[2::3])]
+    g_a = np.empty(N, np.int32)
+    X_a = np.full((N, T, 3), np.nan, np.float32)
+    e_a = np.full(N, np.nan, np.float32)
+    for part_ids, (g, X, e) in zip((ids[::3], ids[1::3], ids[2::3]), got):
+        g_a[part_ids], X_a[part_ids], e_a[part_ids] = g, X, e
+    np.testing.assert_array_equal(g_a[ids], grp[ids])
+    member = np.isin(grp, rigid)
+    assert member.sum() >= 100
+    np.testing.assert_array_equal(X_a[member], out3[member])
+    np.testing.assert_array_equal(e_a[member], rep[member])
+    assert np.isnan(X_a[moving & ~member]).all()
+
+
 def test_hidden_frames_are_filled_as_np_interp_fills_them():
     """The non-rigid paths' hidden frames, filled for all tracks at once: per track exactly what
     np.interp over its known frames gives (held at the ends; NaN where no frame is known)."""

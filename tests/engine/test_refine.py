@@ -582,3 +582,42 @@ def test_rounds_judged_on_a_sample_keep_the_same_solution(orbit, tmp_path, monke
     assert ("agreeing_observations" in rs[1]) == (min_gain < 0)
     if min_gain < 0:
         assert rep_s["lift"] == {**rep_all["lift"], "seconds": rep_s["lift"]["seconds"]}
+
+
+def test_moving_tracks_fitted_to_groups_in_the_geometry_pass_give_the_same_outputs():
+    """The refinement's lift leaves the moving tracks unfitted to the rigid groups and without
+    non-rigid paths (``assign=False``); its geometry pass fits only the tracks it does not fit
+    as static points (``assign`` hook), and the paths of those left to the tracker are made at
+    the end (``_fill_paths``). Every output equals the pass on a full lift, bit for bit."""
+    from engine.lift import Lifter
+    from engine.refine import _fill_paths, _rigid_ids
+
+    sc = make_scene("dynamic", T=16, n_points=700, W=W, H=H, seed=21, outlier_frac=0.0)
+    xy, v = weak_tracker(sc, seed=4)
+    td = _scene_trackdata(sc, xy, v)
+    N, T = v.shape
+    static_pts = sc["tracks_3d"][sc["group"] < 0, 0]
+    results = []
+    for deferred in (False, True):
+        lifter = Lifter(sc["c2w"], sc["K"], None, "general", 0.3, static_pts, (W, H), 100.0)
+        x3 = np.full((N, T, 3), np.nan, np.float32)
+        g = np.full(N, -1, np.int32)
+        e = np.full(N, np.nan, np.float32)
+        rep = lifter(xy, v, x3, g, e, paths=not deferred, assign=not deferred)
+        rigid = _rigid_ids({"lift": rep})
+        assert rigid, "the scene's moving box is found as a rigid group"
+        out = refine_outputs(N, T)
+        hook = (lambda ids: lifter.assign(xy, v, ids)) if deferred else None
+        res = refine_tracks(xy, v, td.confidence, td.query, x3, g, e, sc["c2w"], sc["K"], None,
+                            "general", 0.3, (W, H), rigid, out["xy"], out["v"], out["c"],
+                            out["x3"], out["g"], out["e"], footage=None, assign=hook)
+        if deferred:
+            _fill_paths({"report": {"lift": rep}, "lifter": lifter, "lift_visible": v},
+                        res.kind, xy, {"group": out["g"], "tracks_3d": out["x3"],
+                                       "reproj_error": out["e"]})
+        results.append((res, out))
+    (r0, a), (r1, b) = results
+    np.testing.assert_array_equal(r0.kind, r1.kind)
+    assert (r0.kind == 2).sum() > 0 and (r0.kind == 0).sum() > 0
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
