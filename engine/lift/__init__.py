@@ -124,7 +124,8 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     ``assign=False`` (implies ``paths=False``): the rigid groups are found but no moving track
     is fitted to them yet: every moving track gets the non-rigid group's id, and the groups'
     ``n_tracks`` are 0; :meth:`Lifter.assign` fits the tracks that need it (the refinement:
-    those it does not fit as static points) with the same results. ``groups_out``: a list that
+    those it does not fit as static points) with the same results. The report's ``deferred``
+    lists what was left out (``"group fits"``, ``"paths"``). ``groups_out``: a list that
     receives the rigid groups found (:class:`engine.lift.rigid.RigidGroup`).
     Returns the lift part of the solve report.
     """
@@ -235,6 +236,9 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     if n_nonrigid:
         rep["groups"].append({"id": nonrigid_id, "kind": "nonrigid", "n_tracks": n_nonrigid,
                               "rule": "depth of surrounding static surface, smoothed"})
+    left = ([] if assign or not groups else ["group fits"]) + ([] if paths else ["paths"])
+    if left:    # what this lift left to its caller (Lifter.assign / Lifter.paths)
+        rep["deferred"] = left
     return rep
 
 

@@ -185,7 +185,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
         lift3d, grp, rep = sol["lift"]
         r = sol["report"]
         lifter, vis_l = sol.get("lifter"), sol["lift_visible"]
-        assign = None if lifter is None or not _rigid_ids(r) else \
+        assign = None if lifter is None or "group fits" not in _deferred(r) else \
             (lambda ids: lifter.assign(data.tracks_2d, vis_l, ids))
         res = refine_tracks(data.tracks_2d, data.visible, data.confidence, data.query,
                             lift3d, grp, rep, sol["c2w"], sol["K"], _dist(r), r["mode"],
@@ -320,6 +320,11 @@ class _Sample:
                 "seconds": round(time.monotonic() - t0, 3)}
 
 
+def _deferred(report: dict) -> list[str]:
+    """What a solution's lift left to the refinement (its report's ``deferred``)."""
+    return report.get("lift", {}).get("deferred", [])
+
+
 def _count_members(report: dict, group, reproj) -> None:
     """The lift report's rigid groups' ``n_tracks`` and ``rigid_reproj_median_px`` after a
     geometry pass fitted the moving tracks to them (a lift with ``assign=False`` leaves 0 and
@@ -354,13 +359,12 @@ def needs_paths(mode: str) -> bool:
 
 def _fill_paths(sol: dict, kind: np.ndarray, tracks_2d, out) -> None:
     """Give the kept solution's non-rigid tracks that the refinement left to the tracker
-    (``kind`` 0) their paths in ``out``: its lift left them out (``paths=False``; the others
-    became static points or follow a rigid group). Without the solution's lifter (a caller
-    that lifted in full) there is nothing to fill."""
+    (``kind`` 0) their paths in ``out`` where its lift left them out (``paths=False``, the
+    report's ``deferred``; the others became static points or follow a rigid group)."""
     lifter = sol.get("lifter")
     nonrigid = [g["id"] for g in sol["report"].get("lift", {}).get("groups", [])
                 if g["kind"] == "nonrigid"]
-    if lifter is None or not nonrigid:
+    if lifter is None or not nonrigid or "paths" not in _deferred(sol["report"]):
         return
     ids = np.flatnonzero((kind == 0) & (np.asarray(out["group"]) == nonrigid[0]))
     lifter.paths(tracks_2d, sol["lift_visible"], ids, out["tracks_3d"], out["reproj_error"])
