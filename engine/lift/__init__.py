@@ -271,9 +271,10 @@ class Lifter:
     the cameras ``c2w`` / ``K`` (world frame), lens ``dist``, ``mode``, 2D noise ``sigma``
     (px), the solve's static world points and the tripod sphere ``radius`` bound.
     ``lifter(tracks_2d, visible, out_tracks_3d, out_group, out_reproj, rigid=True,
-    paths=True)`` is :func:`lift_tracks` (returns the lift's report);
-    ``lifter.paths(tracks_2d, visible, ids, out_tracks_3d, out_reproj)`` is :func:`lift_paths`
-    (give it the visibility the lift was given)."""
+    paths=True, assign=True)`` is :func:`lift_tracks` (returns the lift's report; a call with
+    rigid groups keeps them in ``groups``); ``lifter.assign(tracks_2d, visible, ids)`` and
+    ``lifter.paths(tracks_2d, visible, ids, out_tracks_3d, out_reproj)`` (:func:`lift_paths`)
+    make for some tracks what such a lift left out (give them the visibility it was given)."""
 
     def __init__(self, c2w: np.ndarray, K: np.ndarray, dist, mode: str, sigma: float,
                  static_points: np.ndarray, image_size: tuple[int, int], radius: float,
@@ -281,6 +282,7 @@ class Lifter:
         self.c2w, self.K, self.dist, self.mode, self.sigma = c2w, K, dist, mode, sigma
         self.static_points, self.image_size, self.radius = static_points, image_size, radius
         self.progress = progress
+        self.groups: list = []      # the rigid groups of the last lift that looked for them
 
     def __call__(self, tracks_2d, visible, out_tracks_3d, out_group, out_reproj,
                  rigid: bool = True, paths: bool = True, assign: bool = True,
@@ -304,13 +306,12 @@ class Lifter:
         float32, NaN where none fits). ``visible``: the visibility that lift was given."""
         from .static import undistort_tracks
 
-        groups = getattr(self, "groups", [])
         vis = np.asarray(visible[ids]).astype(bool)
         xy = np.asarray(tracks_2d[ids])
         lab, X3, err = _group_rows(xy, vis, undistort_tracks(xy, vis, self.K, self.dist),
-                                   self.K, self.c2w, self.dist, groups, self.sigma)
-        return (np.where(lab < 0, len(groups), lab).astype(np.int32), X3.astype(np.float32),
-                err.astype(np.float32))
+                                   self.K, self.c2w, self.dist, self.groups, self.sigma)
+        return (np.where(lab < 0, len(self.groups), lab).astype(np.int32),
+                X3.astype(np.float32), err.astype(np.float32))
 
     def paths(self, tracks_2d, visible, ids: np.ndarray, out_tracks_3d, out_reproj) -> None:
         lift_paths(tracks_2d, visible, ids, self.c2w, self.K, self.dist, self.static_points,
