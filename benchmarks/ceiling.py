@@ -14,8 +14,10 @@ static and dynamic APD, 2D AJ. It also reports the **triangulation ceiling**: th
 tracks triangulated with the TRUE cameras (linear least squares per static point), APD per
 threshold, which no solve can beat at that noise level. And the **parallax slope** of
 Worldtrack's raw tracks (:func:`parallax_slope`): how much of the true frame-to-frame parallax
-its tracks keep (1 = all; below 1 the perspective reads weaker, i.e. as a longer focal).
-Results: markdown table on stdout and ``<out>/ceiling.json``.
+its tracks keep (1 = all; below 1 the perspective reads weaker, i.e. as a longer focal);
+with ``--from-query`` (:func:`query_parallax_slope`) the same between each track's query frame
+and the frames 1, 2, 3, 4-7, 8-15, 16-31 and 32+ away from it. Results: markdown table on
+stdout and ``<out>/ceiling.json``.
 
 ``--error-split`` asks which part of the tracker's error moves the camera: the first solve
 (``engine solve --no-refine``, the camera every clip but one keeps) on Worldtrack's tracks, on
@@ -149,6 +151,46 @@ def parallax_slope(gt, pred, gaps: tuple[int, ...] = (2, 4, 8), max_err_px: floa
     return out
 
 
+QUERY_GAP_BINS = (1, 2, 3, 4, 8, 16, 32)
+
+
+def query_parallax_slope(gt, pred, bins: tuple[int, ...] = QUERY_GAP_BINS,
+                         max_err_px: float = 2.0) -> dict[int, float]:
+    """:func:`parallax_slope` between each track's query frame q and its other frames t,
+    by |t - q|: key b of the result covers b <= |t - q| < the next key (the last: and more).
+    Homographies are fitted per (q, t) on the static tracks queried at q (true positions)."""
+    import cv2
+
+    gxy = np.asarray(gt.tracks_2d, np.float64)
+    pxy = np.asarray(pred.tracks_2d, np.float64)
+    gvis = np.asarray(gt.visible, bool)
+    static = np.asarray(gt.group) < 0
+    ok = gvis & np.asarray(pred.visible, bool) & (np.linalg.norm(pxy - gxy, axis=-1) < max_err_px)
+    qt = np.round(np.asarray(gt.query, np.float64)[:, 0]).astype(int)
+    T = gxy.shape[1]
+    edges = np.asarray(bins)
+    num = np.zeros(len(bins))
+    den = np.zeros(len(bins))
+    for q in np.unique(qt):
+        rows = (qt == q) & static
+        for t in range(T):
+            if t == q or abs(t - q) < edges[0]:
+                continue
+            both = rows & gvis[:, q] & gvis[:, t]
+            m = both & ok[:, t]
+            if both.sum() < 8 or m.sum() < 8:
+                continue
+            Hm, _ = cv2.findHomography(gxy[both, q], gxy[both, t], 0)
+            if Hm is None:
+                continue
+            w = cv2.perspectiveTransform(gxy[m, q][None], Hm)[0]
+            rg, rp = gxy[m, t] - w, pxy[m, t] - w
+            b = int(np.searchsorted(edges, abs(t - q), side="right")) - 1
+            num[b] += float((rp * rg).sum())
+            den[b] += float((rg * rg).sum())
+    return {int(k): (n / d if d > 0 else float("nan")) for k, n, d in zip(bins, num, den)}
+
+
 def plain_split(gt, frames: Path, outputs: dict, max_std: float | None = None) -> dict:
     """How each method's tracks do on plain vs textured query pixels.
 
@@ -196,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gaps", default="1,2,4,8,16", help="frame gaps of the parallax slope")
     ap.add_argument("--slope-only", action="store_true",
                     help="only the parallax slope (no solves: seconds)")
+    ap.add_argument("--from-query", action="store_true",
+                    help="with --slope-only: the slope between each track's query frame and "
+                         "the frames 1, 2, 3, 4-7, 8-15, 16-31, 32+ away from it")
     ap.add_argument("--plain", action="store_true",
                     help="only how the recorded outputs (worldtrack, dis, lk) do on plain vs "
                          "textured query pixels (no solves: seconds)")
@@ -230,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             rows[clip] = {"error_split": _error_split(gt, rec, frames, a.sigma, a.gross)}
             print(f"{clip}: done", file=sys.stderr)
             continue
+        if a.from_query:
+            rows[clip] = {"query_parallax_slope": {str(k): v for k, v in query_parallax_slope(
+                gt, load_trackfile(rec)).items()}}
+            continue
         gaps = tuple(int(g) for g in a.gaps.split(","))
         rows[clip] = {"parallax_slope": {str(k): v for k, v in
                                          parallax_slope(gt, load_trackfile(rec), gaps).items()}}
@@ -247,6 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     (out / "ceiling.json").write_text(json.dumps({"sigma_px": a.sigma, "clips": rows}, indent=1))
     if a.error_split:
         _print_split(rows, a.sigma, a.gross)
+        return 0
+    if a.from_query:
+        keys = [str(b) for b in QUERY_GAP_BINS]
+        print("| clip | " + " | ".join(f"{k}{'+' if k == keys[-1] else ''}" for k in keys)
+              + " |\n|---|" + "---|" * len(keys))
+        for clip, r in rows.items():
+            print(f"| {clip} | " + " | ".join(f"{r['query_parallax_slope'][k]:.3f}"
+                                             for k in keys) + " |")
         return 0
     if a.plain:
         print("| clip | plain queries | within 1 px, plain / textured: worldtrack | dis | lk |\n"

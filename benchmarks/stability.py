@@ -10,6 +10,9 @@ results is the solve's own sensitivity (discrete choices such as keyframes, RANS
 inlier sets that flip on the last bits of a number), not information in the tracks: it is the
 error bar of every single-run camera number in BENCHMARKS.md. ``--no-refine`` solves once
 without the track -> solve -> refine rounds (the first solve alone, ~10x faster).
+``--hide-near-query G`` hides, in every run's input, each track's observations 1 .. G-1 frames
+from its query frame (the query frame itself stays): a study of the tracker's error near the
+query frame, where it keeps the least parallax (see BENCHMARKS.md).
 
 Scored the harness's way (:func:`benchmarks.run.score_synthetic`). Results: a markdown table on
 stdout (per clip: focal error, ATE and static APD as min / median / max over the runs) and
@@ -38,6 +41,18 @@ def jittered(data, sigma: float, seed: int):
     rng = np.random.default_rng(seed)
     xy = np.asarray(data.tracks_2d, np.float64) + rng.normal(0, sigma, data.tracks_2d.shape)
     return dataclasses.replace(data, tracks_2d=xy.astype(np.float32))
+
+
+def hide_near_query(data, gap: int):
+    """``data`` with each track's observations 1 .. ``gap`` - 1 frames from its query frame
+    hidden (``gap`` <= 1: unchanged)."""
+    if gap <= 1:
+        return data
+    T = np.asarray(data.visible).shape[1]
+    q = np.round(np.asarray(data.query, np.float64)[:, 0]).astype(int)
+    d = np.abs(np.arange(T)[None] - q[:, None])
+    vis = np.asarray(data.visible, bool) & ~((d > 0) & (d < gap))
+    return dataclasses.replace(data, visible=vis)
 
 
 def solve_scores(track_path: Path, out_path: Path, frames: Path, gt, refine: bool) -> dict:
@@ -88,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=4, help="runs per clip (the first unjittered)")
     ap.add_argument("--sigma", type=float, default=0.001, help="jitter, px")
     ap.add_argument("--no-refine", action="store_true", help="first solve only (fast)")
+    ap.add_argument("--hide-near-query", type=int, default=0, metavar="G",
+                    help="hide observations 1 .. G-1 frames from each track's query frame")
     ap.add_argument("--cache", default="bench_cache")
     ap.add_argument("--out", default="bench_out/stability")
     a = ap.parse_args(argv)
@@ -105,21 +122,22 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             continue
         gt = load_trackfile(cache / "full" / clip / "gt.npz")
-        data = load_trackfile(rec)
+        data = hide_near_query(load_trackfile(rec, mmap=False), a.hide_near_query)
         runs = []
         with tempfile.TemporaryDirectory() as tmp:
             for seed in range(a.seeds):
                 src = rec
-                if seed:
+                if seed or a.hide_near_query > 1:
                     src = Path(tmp) / f"in_{seed}.npz"
-                    save_trackfile(src, jittered(data, a.sigma, seed))
+                    save_trackfile(src, jittered(data, a.sigma, seed) if seed else data)
                 r = solve_scores(src, Path(tmp) / f"out_{seed}.npz", frames, gt,
                                  refine=not a.no_refine)
                 runs.append({"seed": seed, **r})
                 print(clip, runs[-1], file=sys.stderr, flush=True)
         results[clip] = runs
     (out / "stability.json").write_text(json.dumps(
-        {"sigma_px": a.sigma, "refine": not a.no_refine, "results": results}, indent=1))
+        {"sigma_px": a.sigma, "refine": not a.no_refine,
+         "hide_near_query": a.hide_near_query, "results": results}, indent=1))
     print("\n".join(summary_rows(results)))
     return 0
 

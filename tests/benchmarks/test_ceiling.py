@@ -80,6 +80,37 @@ def test_parallax_slope_sees_smoothed_parallax():
     assert 0.85 < s[1] < 0.95, s
 
 
+def test_query_parallax_slope_sees_parallax_lost_near_the_query_frame():
+    """A tracker that keeps 70 % of the parallax 1-2 frames from each track's query frame and
+    all of it farther away gets 0.7 in the first two bins and 1 in the others."""
+    import cv2
+
+    from benchmarks.ceiling import query_parallax_slope
+
+    sc = make_scene("orbit", T=12, n_points=300, W=320, H=240, seed=5, outlier_frac=0.0)
+    gt = _truth(sc)
+    xy = np.asarray(gt.tracks_2d, np.float64)
+    qt = np.asarray(gt.query)[:, 0].astype(int)
+    pred = xy.copy()
+    for q in np.unique(qt):
+        rows = qt == q
+        for t in (q - 2, q - 1, q + 1, q + 2):
+            if not 0 <= t < xy.shape[1]:
+                continue
+            both = rows & gt.visible[:, q] & gt.visible[:, t]
+            if both.sum() < 8:
+                continue
+            Hm, _ = cv2.findHomography(xy[both, q], xy[both, t], 0)
+            w = cv2.perspectiveTransform(xy[both, q][None], Hm)[0]
+            pred[both, t] = w + 0.7 * (xy[both, t] - w)
+    s = query_parallax_slope(gt, gt, bins=(1, 3, 8))
+    assert all(abs(v - 1) < 1e-6 for v in s.values()), s
+    rec = _truth(sc)
+    rec.tracks_2d = pred.astype(np.float32)
+    s = query_parallax_slope(gt, rec, bins=(1, 3, 8))
+    assert abs(s[1] - 0.7) < 0.02 and abs(s[3] - 1) < 1e-6 and abs(s[8] - 1) < 1e-6, s
+
+
 def test_plain_split_separates_plain_from_textured_queries(tmp_path):
     """Queries on a flat half of a frame are 'plain'; a method exact on the textured half and
     5 px off on the plain half scores 1 / 0 there."""
