@@ -117,8 +117,6 @@ def parallax_slope(gt, pred, gaps: tuple[int, ...] = (2, 4, 8), max_err_px: floa
     ``max_err_px`` of the truth at both frames count (drift and outliers are another matter).
     Pixel coordinates of the track file; NaN for a gap without enough pairs.
     """
-    import cv2
-
     gxy = np.asarray(gt.tracks_2d, np.float64)
     pxy = np.asarray(pred.tracks_2d, np.float64)
     vis = np.asarray(gt.visible, bool) & np.asarray(pred.visible, bool) \
@@ -133,22 +131,29 @@ def parallax_slope(gt, pred, gaps: tuple[int, ...] = (2, 4, 8), max_err_px: floa
                 & (np.asarray(gt.group) < 0)
             if both.sum() < 8:
                 continue
-            Hm, _ = cv2.findHomography(gxy[both, t], gxy[both, t + g], 0)
-            if Hm is None:
-                continue
-            m = ok[:, t] & ok[:, t + g]
-            if m.sum() < 8:
-                continue
-
-            def resid(xy: np.ndarray) -> np.ndarray:
-                w = cv2.perspectiveTransform(xy[m, t][None], Hm)[0]
-                return xy[m, t + g] - w
-
-            rg, rp = resid(gxy), resid(pxy)
-            num += float((rp * rg).sum())
-            den += float((rg * rg).sum())
+            terms = _slope_terms(gxy, pxy, both, ok[:, t] & ok[:, t + g], t, t + g)
+            if terms is not None:
+                num += terms[0]
+                den += terms[1]
         out[g] = num / den if den > 0 else float("nan")
     return out
+
+
+def _slope_terms(gxy: np.ndarray, pxy: np.ndarray, both: np.ndarray, m: np.ndarray, a: int,
+                 b: int) -> tuple[float, float] | None:
+    """Sums (predicted . true, true . true) of the parallax from frame a to frame b of the
+    tracks ``m``: what is left after the homography fitted on the TRUE positions of the tracks
+    ``both``, applied to each one's own frame-a position. None with fewer than 8 of either."""
+    import cv2
+
+    if both.sum() < 8 or m.sum() < 8:
+        return None
+    Hm, _ = cv2.findHomography(gxy[both, a], gxy[both, b], 0)
+    if Hm is None:
+        return None
+    rg = gxy[m, b] - cv2.perspectiveTransform(gxy[m, a][None], Hm)[0]
+    rp = pxy[m, b] - cv2.perspectiveTransform(pxy[m, a][None], Hm)[0]
+    return float((rp * rg).sum()), float((rg * rg).sum())
 
 
 QUERY_GAP_BINS = (1, 2, 3, 4, 8, 16, 32)
@@ -159,8 +164,6 @@ def query_parallax_slope(gt, pred, bins: tuple[int, ...] = QUERY_GAP_BINS,
     """:func:`parallax_slope` between each track's query frame q and its other frames t,
     by |t - q|: key b of the result covers b <= |t - q| < the next key (the last: and more).
     Homographies are fitted per (q, t) on the static tracks queried at q (true positions)."""
-    import cv2
-
     gxy = np.asarray(gt.tracks_2d, np.float64)
     pxy = np.asarray(pred.tracks_2d, np.float64)
     gvis = np.asarray(gt.visible, bool)
@@ -177,17 +180,11 @@ def query_parallax_slope(gt, pred, bins: tuple[int, ...] = QUERY_GAP_BINS,
             if t == q or abs(t - q) < edges[0]:
                 continue
             both = rows & gvis[:, q] & gvis[:, t]
-            m = both & ok[:, t]
-            if both.sum() < 8 or m.sum() < 8:
-                continue
-            Hm, _ = cv2.findHomography(gxy[both, q], gxy[both, t], 0)
-            if Hm is None:
-                continue
-            w = cv2.perspectiveTransform(gxy[m, q][None], Hm)[0]
-            rg, rp = gxy[m, t] - w, pxy[m, t] - w
-            b = int(np.searchsorted(edges, abs(t - q), side="right")) - 1
-            num[b] += float((rp * rg).sum())
-            den[b] += float((rg * rg).sum())
+            terms = _slope_terms(gxy, pxy, both, both & ok[:, q] & ok[:, t], q, t)
+            if terms is not None:
+                b = int(np.searchsorted(edges, abs(t - q), side="right")) - 1
+                num[b] += terms[0]
+                den[b] += terms[1]
     return {int(k): (n / d if d > 0 else float("nan")) for k, n, d in zip(bins, num, den)}
 
 
