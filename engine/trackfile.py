@@ -16,7 +16,8 @@ name                      dtype       shape / meaning
 ``cam_to_world``          float32     (T, 4, 4) camera pose per frame, OpenCV camera axes
                                       (x right, y down, z forward); NaN rows if unsolved
 ``K``                     float32     (T, 3, 3) pixel intrinsics per frame
-``group`` (optional)      int32       (N,) −1 static background, k ≥ 0 moving rigid group k
+``group`` (optional)      int32       (N,) −1 static background, k ≥ 0 moving group k (rigid
+                                      groups first, then the non-rigid group: solve report)
 ``colors`` (optional)     uint8       (N, 3) RGB of the query pixel
 ``reproj_error`` (opt.)   float32     (N,) RMS reprojection error of each track, px
 ``depth`` (optional)      float32     (T, H, W) z-depth along the camera's +z axis

@@ -263,6 +263,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
                           footage=footage, kernels=kernels, progress=progress, budget=budget,
                           work_dir=work, occlusion=True, geometry=res)
     _fill_paths(best, final.kind, data.tracks_2d, out)
+    _dissolve_small_groups(best, data, out, final)
     report = best["report"]
     report["refine"] = {"rounds": rounds, "kept_round": max(e["round"] for e in rounds
                                                             if e.get("accepted")),
@@ -368,6 +369,29 @@ def _fill_paths(sol: dict, kind: np.ndarray, tracks_2d, out) -> None:
         return
     ids = np.flatnonzero((kind == 0) & (np.asarray(out["group"]) == nonrigid[0]))
     lifter.paths(tracks_2d, sol["lift_visible"], ids, out["tracks_3d"], out["reproj_error"])
+
+
+def _dissolve_small_groups(sol: dict, data, out, final) -> None:
+    """The kept solution's rigid groups that too few tracks follow after the final pass become
+    non-rigid paths, their tracks given back the tracker's 2D
+    (:func:`engine.lift.prune.dissolve_small_groups`); ``final``'s kinds and counts follow."""
+    from ..lift.prune import dissolve_small_groups
+
+    lifter = sol.get("lifter")
+    if lifter is None:
+        return
+    names = [n for n in ("tracks_2d", "visible", "confidence")
+             if getattr(data, n) is not None]
+    rows = dissolve_small_groups(sol["report"].get("lift", {}), out["group"], lifter,
+                                 data.tracks_2d, sol["lift_visible"], out["tracks_3d"],
+                                 out["reproj_error"],
+                                 restore=(tuple(getattr(data, n) for n in names),
+                                          tuple(out[n] for n in names)))
+    moved = rows[final.kind[rows] == 2]
+    final.kind[moved] = 0
+    moved = len(moved)
+    final.report["n_rigid"] -= moved
+    final.report["n_tracker_kept"] += moved
 
 
 def _copy(src, budget, folder) -> np.ndarray:

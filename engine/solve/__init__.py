@@ -160,7 +160,12 @@ def solve_trackfile(in_path, out_path, focal: float | None = None, zoom: bool = 
         deferred = refine and not needs_paths(report["mode"])
         lift_into(report, lift, data.tracks_2d, data.visible, w["tracks_3d"], w["group"],
                   w["reproj_error"], paths=not deferred, assign=not deferred)
-        if refine:
+        if not refine:
+            from ..lift.prune import dissolve_small_groups
+
+            dissolve_small_groups(report["lift"], w["group"], lift, data.tracks_2d, data.visible,
+                                  w["tracks_3d"], w["reproj_error"])
+        else:
             c2w, K, report = _refine(data, w, c2w, K, report, lift, in_path, clip, focal, zoom,
                                      distortion, max_rounds, progress, principal_point)
         w["cam_to_world"][:] = c2w.astype(np.float32)

@@ -242,3 +242,59 @@ def test_group_finder_leaves_static_alone():
     groups, label = find_groups(xy, vis, sc["K"], sc["c2w"], 0.3, lambda t: (np.zeros((0, 2)), np.zeros(0)))
     # a static scene seen from known cameras is one rigid body moving with the world
     assert len(groups) <= 1
+
+
+def test_small_rigid_groups_are_dissolved_into_paths(dynamic):
+    """A rigid group that fewer than MIN_GROUP_TRACKS tracks follow becomes non-rigid: its
+    tracks get the lifter's paths (and, with ``restore``, the tracker's rows back), the other
+    groups are renumbered 0..k-1 with the non-rigid group last, and the report says so. A group
+    with enough tracks is left as it is."""
+    from engine.lift.prune import MIN_GROUP_TRACKS, dissolve_small_groups
+
+    sc, (out3, grp, rep, info) = dynamic
+    N, T = sc["visible"].shape
+    static_pts = sc["tracks_3d"][sc["group"] < 0, 0]
+    lifter = Lifter(sc["c2w"], sc["K"], None, "general", 0.3, static_pts, SIZE, 100.0)
+    tr = np.nan_to_num(sc["tracks_2d"])
+    box = [g for g in info["groups"] if g["kind"] == "rigid"][0]
+    assert box["n_tracks"] >= MIN_GROUP_TRACKS
+    # the real box group first untouched, then as group 1 behind a 6-track group 0
+    g1, o1, r1 = grp.copy(), out3.copy(), rep.copy()
+    report = {"groups": [dict(g) for g in info["groups"]]}
+    rows = dissolve_small_groups(report, g1, lifter, tr, sc["visible"], o1, r1)
+    assert len(rows) == 0 and "dissolved_groups" not in report
+    np.testing.assert_array_equal(g1, grp)
+    np.testing.assert_array_equal(o1, out3)
+
+    nr = [g for g in info["groups"] if g["kind"] == "nonrigid"][0]
+    assert (box["id"], nr["id"]) == (0, 1)          # (this scene: the box, then non-rigid)
+    nr_rows = grp == 1
+    small = np.flatnonzero(grp == -1)[:6]
+    g2 = np.where(grp >= 0, grp + 1, grp).astype(np.int32)
+    g2[small] = 0
+    o2, r2 = out3.copy(), rep.copy()
+    o2[small] = 7.0                                    # "the small group's motion"
+    xy_out = tr.copy()
+    xy_out[small] += 3.0                               # the refinement's predicted 2D
+    report = {"groups": [{"id": 0, "kind": "rigid", "n_tracks": 6, "scale": 1.0},
+                         {**box, "id": 1}, {**nr, "id": 2}]}
+    rows = dissolve_small_groups(report, g2, lifter, tr, sc["visible"], o2, r2,
+                                 restore=((tr,), (xy_out,)))
+    np.testing.assert_array_equal(rows, small)
+    box_rows = grp == 0
+    np.testing.assert_array_equal(g2[box_rows], 0)      # the box, renumbered
+    np.testing.assert_array_equal(g2[small], 1)         # the non-rigid group, last
+    np.testing.assert_array_equal(g2[nr_rows], 1)
+    assert (g2[~box_rows & ~nr_rows & ~np.isin(np.arange(N), small)] == -1).all()
+    assert [(g["id"], g["kind"], g["n_tracks"]) for g in report["groups"]] == \
+        [(0, "rigid", int(box_rows.sum())), (1, "nonrigid", int(nr_rows.sum()) + 6)]
+    assert report["dissolved_groups"]["groups"] == [{"old_id": 0, "n_tracks": 6, "scale": 1.0}]
+    # their 3D are the lifter's paths, everyone else's as they were
+    want3, wantr = np.full((N, T, 3), np.nan, np.float32), np.full(N, np.nan, np.float32)
+    lifter.paths(tr, sc["visible"], small, want3, wantr)
+    np.testing.assert_array_equal(o2[small], want3[small])
+    np.testing.assert_array_equal(r2[small], wantr[small])
+    others = np.ones(N, bool)
+    others[small] = False
+    np.testing.assert_array_equal(o2[others], out3[others])
+    np.testing.assert_array_equal(xy_out, tr)           # the tracker's 2D given back

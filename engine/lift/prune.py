@@ -1,0 +1,83 @@
+"""Rigid groups too small to be an object are dissolved into non-rigid paths.
+
+The segmentation (:mod:`engine.lift.rigid`) finds a group's motion from a sample of the moving
+tracks; the tracks that finally follow it are decided later (the lift's assignment, or the
+refinement's geometry pass, which first makes static every track it can). A group that ends with
+fewer than ``MIN_GROUP_TRACKS`` tracks is not an object: on the benchmark suite every such group
+(7 of them, 0-10 tracks each) was made mostly of truly static tracks that the tracker had let
+drift, and a dense static shot (static_0, 104,842 tracks) ended with four "moving objects" of
+7-18 tracks each whose motions turn 85-154 degrees. Their tracks become non-rigid (a path at the
+depth of the surrounding static surface, the tracker's own 2D), the remaining groups are
+renumbered 0..k-1 and the non-rigid group follows them, as the track file's ``group`` expects.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: fewest tracks a rigid group must end with (the segmentation's own minimum,
+#: :func:`engine.lift.rigid.find_groups`' ``min_tracks``)
+MIN_GROUP_TRACKS = 20
+
+_BLOCK = 1 << 20
+
+
+def dissolve_small_groups(lift_report: dict, group, lifter, tracks_2d, visible, out_tracks_3d,
+                          out_reproj, restore: tuple | None = None,
+                          min_tracks: int = MIN_GROUP_TRACKS) -> np.ndarray:
+    """Dissolve the rigid groups of ``lift_report["groups"]`` that fewer than ``min_tracks``
+    tracks of ``group`` (N,) follow; updates ``group``, the report and, for those tracks,
+    ``out_tracks_3d`` / ``out_reproj`` (their non-rigid paths from ``tracks_2d`` / ``visible``
+    through ``lifter.paths``, :class:`engine.lift.Lifter`) in place.
+
+    ``restore``: ``(sources, destinations)``, two tuples of arrays (e.g. the tracker's
+    ``tracks_2d``, ``visible``, ``confidence`` and the output's) whose rows of those tracks are
+    copied back: the refinement had replaced them by the dissolved group's predictions.
+    Returns the dissolved tracks' indices (sorted); the report's ``dissolved_groups`` lists the
+    groups (old id, tracks, scale)."""
+    groups = lift_report.get("groups", [])
+    rigid = [g for g in groups if g["kind"] == "rigid"]
+    if not rigid:
+        return np.zeros(0, np.int64)
+    N = len(group)
+    counts = np.zeros(max(int(g["id"]) for g in groups) + 2, np.int64)
+    for s in range(0, N, _BLOCK):
+        blk = np.asarray(group[s:s + _BLOCK])
+        counts += np.bincount(blk[blk >= 0], minlength=len(counts))[:len(counts)]
+    small = [g for g in rigid if counts[int(g["id"])] < min_tracks]
+    if not small:
+        return np.zeros(0, np.int64)
+    kept = [g for g in rigid if counts[int(g["id"])] >= min_tracks]
+    old_nr = [int(g["id"]) for g in groups if g["kind"] == "nonrigid"]
+    new_nr = len(kept)
+    remap = np.arange(len(counts), dtype=np.int64)
+    for i, g in enumerate(kept):
+        remap[int(g["id"])] = i
+    for g in small:
+        remap[int(g["id"])] = new_nr
+    for i in old_nr:
+        remap[i] = new_nr
+    small_ids = np.array([int(g["id"]) for g in small])
+    rows = []
+    for s in range(0, N, _BLOCK):
+        blk = np.asarray(group[s:s + _BLOCK])
+        rows.append(s + np.flatnonzero(np.isin(blk, small_ids)))
+        group[s:s + _BLOCK] = np.where(blk >= 0, remap[np.maximum(blk, 0)], blk).astype(np.int32)
+    rows = np.concatenate(rows)
+    if restore is not None:
+        for src, dst in zip(*restore):
+            dst[rows] = np.asarray(src[rows])
+    lifter.paths(tracks_2d, visible, rows, out_tracks_3d, out_reproj)
+    entries = [{"old_id": int(g["id"]), "n_tracks": int(counts[int(g["id"])]),
+            "scale": g.get("scale")} for g in small]
+    n_nr = sum(int(counts[i]) for i in old_nr) + len(rows)
+    new_groups = []
+    for i, g in enumerate(kept):
+        new_groups.append({**g, "id": i, "n_tracks": int(counts[int(g["id"])])})
+    nr = next((g for g in groups if g["kind"] == "nonrigid"),
+              {"kind": "nonrigid", "rule": "depth of surrounding static surface, smoothed"})
+    new_groups.append({**nr, "id": new_nr, "n_tracks": n_nr})
+    lift_report["groups"] = new_groups
+    lift_report["dissolved_groups"] = {
+        "rule": f"rigid groups that fewer than {min_tracks} tracks follow become non-rigid "
+                "paths (the tracker's 2D)", "groups": entries}
+    return rows
