@@ -1,7 +1,8 @@
 """One call that builds the whole artist's scene from a track file (for the demo command).
 
 Camera, empties for the most reliable tracks, the point-cache mesh, a CG cube attached to the
-largest moving object (if any) and a preview render over the footage.
+largest rigid moving object (if any; not the non-rigid group, whose tracks follow no one motion)
+and a preview render over the footage.
 """
 from __future__ import annotations
 
@@ -61,11 +62,10 @@ def build_demo_scene(scene: bpy.types.Scene, clip: bpy.types.MovieClip | None, d
     summary["points"] = len(pts.data.vertices)
 
     fm = build.frame_map(data, clip)
-    groups = np.asarray(data.group) if data.group is not None else np.full(data.n_tracks, -1)
-    moving = [g for g in np.unique(groups) if g >= 0]
+    moving = selection.rigid_groups(data)
     if moving:
-        g = max(moving, key=lambda k: int((groups == k).sum()))
-        region = np.flatnonzero(groups == g)
+        g = moving[0]
+        region = np.flatnonzero(np.asarray(data.group) == g)
         t_ref = 0
         X = np.asarray(data.tracks_3d[region, t_ref], np.float64) * build.world_scale(scene)
         ok = np.isfinite(X).all(1) & np.asarray(data.visible[region, t_ref])

@@ -38,6 +38,22 @@ def _group_mask(data, group: int | None) -> np.ndarray:
     return np.asarray(data.group) == group
 
 
+def rigid_groups(data) -> list[int]:
+    """The ids of the track file's rigid moving groups, largest first. A solved file's report
+    (``metadata["solve"]["lift"]["groups"]``) names each id's kind (the non-rigid group, whose
+    tracks follow no one motion, is left out); a file without one (ground truth) has rigid
+    groups only."""
+    if data.group is None:
+        return []
+    g = np.asarray(data.group)
+    counts = np.bincount(g[g >= 0]) if (g >= 0).any() else np.zeros(0, np.int64)
+    kinds = {int(e["id"]): e.get("kind", "rigid")
+             for e in ((getattr(data, "metadata", None) or {}).get("solve") or {})
+             .get("lift", {}).get("groups", [])}
+    ids = [k for k in np.flatnonzero(counts).tolist() if kinds.get(k, "rigid") == "rigid"]
+    return sorted(ids, key=lambda k: -int(counts[k]))
+
+
 def frame_spread_px(data, n: int) -> float:
     """Spacing (px) at which ``n`` chosen tracks would tile the frame: half a tile's side."""
     W, H = data.image_size

@@ -33,16 +33,20 @@ def dissolve_small_groups(lift_report: dict, group, lifter, tracks_2d, visible, 
     ``tracks_2d``, ``visible``, ``confidence`` and the output's) whose rows of those tracks are
     copied back: the refinement had replaced them by the dissolved group's predictions.
     Returns the dissolved tracks' indices (sorted); the report's ``dissolved_groups`` lists the
-    groups (old id, tracks, scale)."""
+    groups (old id, tracks, scale). Every group's ``n_tracks`` in the report becomes the count
+    of tracks that carry its id in ``group`` (the refinement's final pass makes more tracks
+    static after its geometry pass counted them)."""
     groups = lift_report.get("groups", [])
-    rigid = [g for g in groups if g["kind"] == "rigid"]
-    if not rigid:
+    if not groups:
         return np.zeros(0, np.int64)
     N = len(group)
     counts = np.zeros(max(int(g["id"]) for g in groups) + 2, np.int64)
     for s in range(0, N, _BLOCK):
         blk = np.asarray(group[s:s + _BLOCK])
         counts += np.bincount(blk[blk >= 0], minlength=len(counts))[:len(counts)]
+    for g in groups:        # the tracks that carry each id in the end
+        g["n_tracks"] = int(counts[int(g["id"])])
+    rigid = [g for g in groups if g["kind"] == "rigid"]
     small = [g for g in rigid if counts[int(g["id"])] < min_tracks]
     if not small:
         return np.zeros(0, np.int64)

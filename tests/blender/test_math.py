@@ -99,3 +99,15 @@ def test_selection():
     box = selection.in_rect(d, 1, 10, 10, 30, 40)
     assert set(box) == set(np.flatnonzero(d.visible[:, 1] & (d.tracks_2d[:, 1, 0] >= 10) & (d.tracks_2d[:, 1, 0] <= 30)
                                           & (d.tracks_2d[:, 1, 1] >= 10) & (d.tracks_2d[:, 1, 1] <= 40)))
+
+
+def test_rigid_groups_leave_out_the_nonrigid_group():
+    d = _D()
+    d.group = np.repeat(np.array([-1, 0, 1, 2], np.int32), [20, 40, 60, 80])
+    assert selection.rigid_groups(d) == [2, 1, 0]              # ground truth: all rigid
+    d.metadata = {"solve": {"lift": {"groups": [{"id": 0, "kind": "rigid"},
+                                                {"id": 1, "kind": "rigid"},
+                                                {"id": 2, "kind": "nonrigid"}]}}}
+    assert selection.rigid_groups(d) == [1, 0]                  # largest first
+    d.group = np.full(200, -1, np.int32)
+    assert selection.rigid_groups(d) == []

@@ -248,7 +248,7 @@ def test_small_rigid_groups_are_dissolved_into_paths(dynamic):
     """A rigid group that fewer than MIN_GROUP_TRACKS tracks follow becomes non-rigid: its
     tracks get the lifter's paths (and, with ``restore``, the tracker's rows back), the other
     groups are renumbered 0..k-1 with the non-rigid group last, and the report says so. A group
-    with enough tracks is left as it is."""
+    with enough tracks is left as it is; every group's report count becomes its final one."""
     from engine.lift.prune import MIN_GROUP_TRACKS, dissolve_small_groups
 
     sc, (out3, grp, rep, info) = dynamic
@@ -260,9 +260,11 @@ def test_small_rigid_groups_are_dissolved_into_paths(dynamic):
     assert box["n_tracks"] >= MIN_GROUP_TRACKS
     # the real box group first untouched, then as group 1 behind a 6-track group 0
     g1, o1, r1 = grp.copy(), out3.copy(), rep.copy()
-    report = {"groups": [dict(g) for g in info["groups"]]}
+    report = {"groups": [{**g, "n_tracks": 999} for g in info["groups"]]}    # stale counts
     rows = dissolve_small_groups(report, g1, lifter, tr, sc["visible"], o1, r1)
     assert len(rows) == 0 and "dissolved_groups" not in report
+    assert [g["n_tracks"] for g in report["groups"]] == \
+        [int((grp == g["id"]).sum()) for g in info["groups"]]         # the final counts
     np.testing.assert_array_equal(g1, grp)
     np.testing.assert_array_equal(o1, out3)
 
