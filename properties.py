@@ -58,6 +58,9 @@ class WorldtrackClipSettings(bpy.types.PropertyGroup):
     last_error: StringProperty(name="Last Error", description="Why the last run failed")
     solve_warnings: StringProperty(name="Solve Warnings",
                                    description="Warnings of the last camera solve, one per line")
+    groups: StringProperty(name="Moving Groups",
+                           description="The result's moving groups, one per line: id (the Group "
+                                       "filter's value), kind and tracks")
 
 
 class WorldtrackSceneSettings(bpy.types.PropertyGroup):
@@ -90,7 +93,8 @@ class WorldtrackSceneSettings(bpy.types.PropertyGroup):
                                             "bottom-left; taken from the Clip Editor's cursor")
     group: IntProperty(name="Group", default=-2, min=-2,
                        description="Only tracks of this group (-1 static background, k >= 0 moving "
-                                   "object k, -2 any)")
+                                   "group k as listed in the status box: rigid objects first, "
+                                   "then the non-rigid group; -2 any)")
     point_cache_all: BoolProperty(name="All Tracks", default=True,
                                   description="Point cache of every track (else: the chosen tracks)")
     export_count: IntProperty(name="Native Tracks", default=100, min=1, max=5000,

@@ -47,6 +47,8 @@ def poll_result(cls, context) -> bool:
 
 def set_result(clip: bpy.types.MovieClip, path: Path, data, key: str = "") -> None:
     """Record ``path`` as the clip's result, with a summary from the track file."""
+    from . import selection
+
     st = clip.worldtrack
     try:
         st.result_path = bpy.path.relpath(str(path)) if bpy.data.filepath else str(path)
@@ -59,6 +61,7 @@ def set_result(clip: bpy.types.MovieClip, path: Path, data, key: str = "") -> No
     err = next((solve[k] for k in keys if k in solve), None)
     st.solve_error = float(err) if isinstance(err, (int, float)) else -1.0
     st.solve_warnings = "\n".join(str(w) for w in solve.get("warnings") or [])
+    st.groups = "\n".join(selection.group_lines(data))
     timings = data.metadata.get("timings") or {}
     total = timings.get("total")
     st.time_s = float(total) if isinstance(total, (int, float)) else \

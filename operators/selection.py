@@ -38,20 +38,35 @@ def _group_mask(data, group: int | None) -> np.ndarray:
     return np.asarray(data.group) == group
 
 
-def rigid_groups(data) -> list[int]:
-    """The ids of the track file's rigid moving groups, largest first. A solved file's report
-    (``metadata["solve"]["lift"]["groups"]``) names each id's kind (the non-rigid group, whose
-    tracks follow no one motion, is left out); a file without one (ground truth) has rigid
-    groups only."""
+def _groups(data) -> tuple[np.ndarray, dict[int, str]]:
+    """Tracks per moving group id (counts from ``data.group``) and each id's kind from a solved
+    file's report (``metadata["solve"]["lift"]["groups"]``; empty for a file without one)."""
     if data.group is None:
-        return []
+        return np.zeros(0, np.int64), {}
     g = np.asarray(data.group)
     counts = np.bincount(g[g >= 0]) if (g >= 0).any() else np.zeros(0, np.int64)
     kinds = {int(e["id"]): e.get("kind", "rigid")
              for e in ((getattr(data, "metadata", None) or {}).get("solve") or {})
              .get("lift", {}).get("groups", [])}
+    return counts, kinds
+
+
+def rigid_groups(data) -> list[int]:
+    """The ids of the track file's rigid moving groups, largest first. A solved file's report
+    names each id's kind (the non-rigid group, whose tracks follow no one motion, is left out);
+    a file without one (ground truth) has rigid groups only."""
+    counts, kinds = _groups(data)
     ids = [k for k in np.flatnonzero(counts).tolist() if kinds.get(k, "rigid") == "rigid"]
     return sorted(ids, key=lambda k: -int(counts[k]))
+
+
+def group_lines(data) -> list[str]:
+    """One line per moving group for the panel: its id (the Group filter's value), kind and
+    track count, e.g. ``"Group 0: rigid object, 806 tracks"``."""
+    counts, kinds = _groups(data)
+    names = {"rigid": "rigid object", "nonrigid": "non-rigid"}
+    return [f"Group {k}: " + (f"{names.get(kinds[k], kinds[k])}, " if k in kinds else "")
+            + f"{int(counts[k])} tracks" for k in np.flatnonzero(counts).tolist()]
 
 
 def frame_spread_px(data, n: int) -> float:

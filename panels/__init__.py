@@ -39,6 +39,8 @@ def draw_status(layout, clip) -> None:
                   + f"{st.n_tracks} tracks x {st.n_frames} frames", icon="CHECKMARK")
         if st.solve_error >= 0:
             col.label(text=f"Solve error {st.solve_error:.2f} px")
+        for line in st.groups.splitlines():
+            col.label(text=line, icon="OBJECT_DATA")
         for w in st.solve_warnings.splitlines():
             for i, line in enumerate(textwrap.wrap(w, 42)):
                 col.label(text=line, icon="ERROR" if i == 0 else "BLANK1")

@@ -109,5 +109,8 @@ def test_rigid_groups_leave_out_the_nonrigid_group():
                                                 {"id": 1, "kind": "rigid"},
                                                 {"id": 2, "kind": "nonrigid"}]}}}
     assert selection.rigid_groups(d) == [1, 0]                  # largest first
+    assert selection.group_lines(d) == ["Group 0: rigid object, 40 tracks",
+                                        "Group 1: rigid object, 60 tracks",
+                                        "Group 2: non-rigid, 80 tracks"]
     d.group = np.full(200, -1, np.int32)
-    assert selection.rigid_groups(d) == []
+    assert selection.rigid_groups(d) == [] and selection.group_lines(d) == []

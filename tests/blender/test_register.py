@@ -143,6 +143,7 @@ def test_panels_draw_in_every_state(scene, tmp_path, wt):
     assert bpy.ops.worldtrack.load_result(filepath=str(p)) == {"FINISHED"}
     calls = _draw_all(bpy.context)
     assert any("Ground truth" in str(c) for c in calls)
+    assert any("Group 0: " in str(c) for c in calls)        # the moving groups listed
     # While a job runs: progress + Cancel button.
     job = jobs.EngineJob([[sys.executable, "-c", "import time; time.sleep(30)"]], tmp_path / "cache", "k")
     jobs.JOBS[clip.name] = job.start()

@@ -359,6 +359,11 @@ def test_solve_warnings_reach_the_user(clip_setup, scene, tmp_path, capfd):
     path = save_trackfile(tmp_path / "warned.npz", syn.data)
     common.set_result(clip, path, load_trackfile(path))
     assert clip.worldtrack.solve_warnings.splitlines() == warn
+    # the moving groups are listed (ground truth: no kinds; test_math: a solved file names them)
+    assert clip.worldtrack.groups.splitlines() == [
+        f"Group {k}: {n} tracks"
+        for k, n in enumerate(np.bincount(syn.data.group[syn.data.group >= 0])) if n]
+    assert clip.worldtrack.groups
     capfd.readouterr()
     assert bpy.ops.worldtrack.solve_camera() == {"FINISHED"}
     out = "".join(capfd.readouterr())
