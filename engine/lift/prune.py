@@ -40,10 +40,13 @@ def dissolve_small_groups(lift_report: dict, group, lifter, tracks_2d, visible, 
     if not groups:
         return np.zeros(0, np.int64)
     N = len(group)
-    counts = np.zeros(max(int(g["id"]) for g in groups) + 2, np.int64)
+    counts = np.zeros(max(int(g["id"]) for g in groups) + 1, np.int64)
     for s in range(0, N, _BLOCK):
         blk = np.asarray(group[s:s + _BLOCK])
-        counts += np.bincount(blk[blk >= 0], minlength=len(counts))[:len(counts)]
+        c = np.bincount(blk[blk >= 0])
+        if len(c) > len(counts):        # (an id the report does not list)
+            counts = np.r_[counts, np.zeros(len(c) - len(counts), np.int64)]
+        counts[:len(c)] += c
     for g in groups:        # the tracks that carry each id in the end
         g["n_tracks"] = int(counts[int(g["id"])])
     rigid = [g for g in groups if g["kind"] == "rigid"]
@@ -51,15 +54,12 @@ def dissolve_small_groups(lift_report: dict, group, lifter, tracks_2d, visible, 
     if not small:
         return np.zeros(0, np.int64)
     kept = [g for g in rigid if counts[int(g["id"])] >= min_tracks]
-    old_nr = [int(g["id"]) for g in groups if g["kind"] == "nonrigid"]
     new_nr = len(kept)
-    remap = np.arange(len(counts), dtype=np.int64)
+    # kept groups renumbered in order; the dissolved ones, the old non-rigid group (and any id the
+    # report does not list) become the non-rigid group
+    remap = np.full(len(counts), new_nr, np.int64)
     for i, g in enumerate(kept):
         remap[int(g["id"])] = i
-    for g in small:
-        remap[int(g["id"])] = new_nr
-    for i in old_nr:
-        remap[i] = new_nr
     small_ids = np.array([int(g["id"]) for g in small])
     rows = []
     for s in range(0, N, _BLOCK):
@@ -72,8 +72,8 @@ def dissolve_small_groups(lift_report: dict, group, lifter, tracks_2d, visible, 
             dst[rows] = np.asarray(src[rows])
     lifter.paths(tracks_2d, visible, rows, out_tracks_3d, out_reproj)
     entries = [{"old_id": int(g["id"]), "n_tracks": int(counts[int(g["id"])]),
-            "scale": g.get("scale")} for g in small]
-    n_nr = sum(int(counts[i]) for i in old_nr) + len(rows)
+                "scale": g.get("scale")} for g in small]
+    n_nr = int(counts.sum()) - sum(int(counts[int(g["id"])]) for g in kept)
     new_groups = []
     for i, g in enumerate(kept):
         new_groups.append({**g, "id": i, "n_tracks": int(counts[int(g["id"])])})

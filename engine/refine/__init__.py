@@ -387,11 +387,10 @@ def _dissolve_small_groups(sol: dict, data, out, final) -> None:
                                  out["reproj_error"],
                                  restore=(tuple(getattr(data, n) for n in names),
                                           tuple(out[n] for n in names)))
-    moved = rows[final.kind[rows] == 2]
-    final.kind[moved] = 0
-    moved = len(moved)
-    final.report["n_rigid"] -= moved
-    final.report["n_tracker_kept"] += moved
+    rigid_rows = rows[final.kind[rows] == 2]
+    final.kind[rigid_rows] = 0
+    final.report["n_rigid"] -= len(rigid_rows)
+    final.report["n_tracker_kept"] += len(rigid_rows)
 
 
 def _copy(src, budget, folder) -> np.ndarray:
