@@ -4,7 +4,7 @@ The segmentation (:mod:`engine.lift.rigid`) finds a group's motion from a sample
 tracks; the tracks that finally follow it are decided later (the lift's assignment, or the
 refinement's geometry pass, which first makes static every track it can). A group that ends with
 fewer than ``MIN_GROUP_TRACKS`` tracks is not an object: on the benchmark suite every such group
-(7 of them, 0-10 tracks each) was made mostly of truly static tracks that the tracker had let
+(6 of them, 0-10 tracks each) was made mostly of truly static tracks that the tracker had let
 drift, and a dense static shot (static_0, 104,842 tracks) ended with four "moving objects" of
 7-18 tracks each whose motions turn 85-154 degrees. Their tracks become non-rigid (a path at the
 depth of the surrounding static surface, the tracker's own 2D), the remaining groups are
