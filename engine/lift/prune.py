@@ -21,6 +21,19 @@ MIN_GROUP_TRACKS = 20
 _BLOCK = 1 << 20
 
 
+def group_counts(group, n_min: int = 0) -> np.ndarray:
+    """Tracks per id ``k >= 0`` of ``group`` (N,) (read in blocks: it may be a memory map), at
+    least ``n_min`` entries."""
+    counts = np.zeros(n_min, np.int64)
+    for s in range(0, len(group), _BLOCK):
+        blk = np.asarray(group[s:s + _BLOCK])
+        c = np.bincount(blk[blk >= 0])
+        if len(c) > len(counts):
+            counts = np.r_[counts, np.zeros(len(c) - len(counts), np.int64)]
+        counts[:len(c)] += c
+    return counts
+
+
 def dissolve_small_groups(lift_report: dict, group, lifter, tracks_2d, visible, out_tracks_3d,
                           out_reproj, restore: tuple | None = None,
                           min_tracks: int = MIN_GROUP_TRACKS) -> np.ndarray:
@@ -40,13 +53,7 @@ def dissolve_small_groups(lift_report: dict, group, lifter, tracks_2d, visible, 
     if not groups:
         return np.zeros(0, np.int64)
     N = len(group)
-    counts = np.zeros(max(int(g["id"]) for g in groups) + 1, np.int64)
-    for s in range(0, N, _BLOCK):
-        blk = np.asarray(group[s:s + _BLOCK])
-        c = np.bincount(blk[blk >= 0])
-        if len(c) > len(counts):        # (an id the report does not list)
-            counts = np.r_[counts, np.zeros(len(c) - len(counts), np.int64)]
-        counts[:len(c)] += c
+    counts = group_counts(group, max(int(g["id"]) for g in groups) + 1)
     for g in groups:        # the tracks that carry each id in the end
         g["n_tracks"] = int(counts[int(g["id"])])
     rigid = [g for g in groups if g["kind"] == "rigid"]

@@ -336,12 +336,12 @@ def _count_members(report: dict, group, reproj) -> None:
     rigid = [g["id"] for g in groups if g["kind"] == "rigid"]
     if not rigid:
         return
-    top = max(g["id"] for g in groups)
-    counts = np.zeros(top + 1, np.int64)
+    from ..lift.prune import group_counts
+
+    counts = group_counts(group, max(g["id"] for g in groups) + 1)
     errs = []
     for s in range(0, len(group), 1 << 16):
         gr = np.asarray(group[s:s + (1 << 16)])
-        counts += np.bincount(gr[gr >= 0], minlength=top + 1)[:top + 1]
         errs.append(np.asarray(reproj[s:s + (1 << 16)], np.float64)[np.isin(gr, rigid)])
     err = np.concatenate(errs)
     lift["rigid_reproj_median_px"] = round(float(np.nanmedian(err)), 4) \
