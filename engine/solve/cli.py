@@ -121,10 +121,12 @@ def _run(args: argparse.Namespace) -> int:
         with open(args.report, "w") as fh:
             json.dump(report, fh, indent=2)
     lift = report.get("lift", {})
+    # the output's final labels (the groups' counts; the rest is static background)
+    moving = sum(int(g.get("n_tracks", 0)) for g in lift.get("groups", []))
     print(f"solved {args.out}: {report['mode']} shot, focal {report['focal_px']:.1f} px"
           f"{' (zoom)' if report.get('zoom') else ''}, reprojection median "
-          f"{report['reproj_median_px']:.3f} px, {lift.get('n_static_tracks', 0)} static / "
-          f"{lift.get('n_dynamic_tracks', 0)} moving tracks, "
+          f"{report['reproj_median_px']:.3f} px, {report['n_tracks'] - moving} static / "
+          f"{moving} moving tracks, "
           f"{sum(1 for g in lift.get('groups', []) if g['kind'] == 'rigid')} rigid group(s)")
     if "principal_point" in report:
         ppx, ppy = report["principal_point"]

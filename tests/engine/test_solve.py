@@ -263,6 +263,9 @@ def test_solve_trackfile_and_cli(tmp_path, orbit):
                        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr
     assert "solved" in r.stdout
+    # the summary's counts are the written file's labels
+    g = np.asarray(load_trackfile(cli_out).group)
+    assert f"{int((g < 0).sum())} static / {int((g >= 0).sum())} moving tracks" in r.stdout
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert rep["focal_source"] == "given"
     assert rep["threads"]["blas"] == "1" and rep["threads"]["loops"] >= 1
