@@ -356,6 +356,8 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
     finally:
         stage.__exit__(None, None, None)
     report["n_tracker_kept"] = int((kind == 0).sum())
+    # every static point in the end: fitted (1) and placed by appearance or a region plane (3)
+    report["n_static"] = int(((kind == 1) | (kind == 3)).sum())
     report["seconds"] = round(time.monotonic() - t_start, 3)
     report["step_seconds"] = steps
     return RefineResult(refined=kind > 0, kind=kind, clean_visible=clean, report=report,

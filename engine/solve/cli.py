@@ -135,8 +135,8 @@ def _run(args: argparse.Namespace) -> int:
     ref = report.get("refine")
     if ref:
         fin = ref["final"]
-        print(f"refined: {fin['n_static']} static (+{fin.get('n_static_by_appearance', 0)} found "
-              f"by appearance) + {fin['n_rigid']} rigid-group tracks follow the geometry, "
+        print(f"refined: {fin['n_static']} static ({fin.get('n_static_by_appearance', 0)} of them "
+              f"found by appearance) + {fin['n_rigid']} rigid-group tracks follow the geometry, "
               f"{fin['n_tracker_kept']} keep the tracker's 2D; "
               f"{len(ref['rounds'])} round(s), kept round {ref['kept_round']}; "
               f"visibility: {fin['visibility']}")

@@ -337,6 +337,9 @@ def test_footage_recovers_tracks_the_tracker_lost(tmp_path):
     rec = lost & (res.kind > 0)
     assert (lost & (res.kind == 3)).sum() >= 0.5 * lost.sum(), res.report   # by the sweep
     assert rec.sum() >= 0.9 * lost.sum(), res.report
+    # the report's counts: every static point once (fitted or placed), every track once
+    assert res.report["n_static"] == int(np.isin(res.kind, (1, 3)).sum())
+    assert res.report["n_static"] + res.report["n_rigid"] + res.report["n_tracker_kept"] == N
     e_before = np.linalg.norm(xy - uv, axis=-1)[lost][vis[lost]]
     e_after = np.linalg.norm(out["xy"] - uv, axis=-1)[lost][vis[lost]]
     assert np.median(e_after) < 1.0 < np.median(e_before)

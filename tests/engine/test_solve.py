@@ -267,6 +267,8 @@ def test_solve_trackfile_and_cli(tmp_path, orbit):
     g = np.asarray(load_trackfile(cli_out).group)
     assert f"{int((g < 0).sum())} static / {int((g >= 0).sum())} moving tracks" in r.stdout
     rep = json.loads((tmp_path / "rep.json").read_text())
+    fin = rep["refine"]["final"]       # static, rigid and tracker-kept: every track once
+    assert fin["n_static"] + fin["n_rigid"] + fin["n_tracker_kept"] == len(g)
     assert rep["focal_source"] == "given"
     assert rep["threads"]["blas"] == "1" and rep["threads"]["loops"] >= 1
     assert load_trackfile(cli_out).metadata["solve"]["focal_source"] == "given"
