@@ -81,9 +81,7 @@ def dissolve_small_groups(lift_report: dict, group, lifter, tracks_2d, visible, 
     entries = [{"old_id": int(g["id"]), "n_tracks": int(counts[int(g["id"])]),
                 "scale": g.get("scale")} for g in small]
     n_nr = int(counts.sum()) - sum(int(counts[int(g["id"])]) for g in kept)
-    new_groups = []
-    for i, g in enumerate(kept):
-        new_groups.append({**g, "id": i, "n_tracks": int(counts[int(g["id"])])})
+    new_groups = [{**g, "id": i} for i, g in enumerate(kept)]     # (n_tracks set above)
     nr = next((g for g in groups if g["kind"] == "nonrigid"),
               {"kind": "nonrigid", "rule": "depth of surrounding static surface, smoothed"})
     new_groups.append({**nr, "id": new_nr, "n_tracks": n_nr})

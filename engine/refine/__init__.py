@@ -380,8 +380,7 @@ def _dissolve_small_groups(sol: dict, data, out, final) -> None:
     lifter = sol.get("lifter")
     if lifter is None:
         return
-    names = [n for n in ("tracks_2d", "visible", "confidence")
-             if getattr(data, n) is not None]
+    names = ("tracks_2d", "visible", "confidence")     # (required arrays of a track file)
     rows = dissolve_small_groups(sol["report"].get("lift", {}), out["group"], lifter,
                                  data.tracks_2d, sol["lift_visible"], out["tracks_3d"],
                                  out["reproj_error"],
