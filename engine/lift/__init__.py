@@ -131,6 +131,7 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
     """
     from ..parallel import loop_workers, ordered_map
     from .nonrigid import lift_nonrigid
+    from ..refine.tracks import static_track_test
     from .rigid import find_groups
     from .static import lift_static, undistort_tracks
 
@@ -173,12 +174,15 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
         dyn_ids = np.concatenate(dyn) if dyn else np.zeros(0, int)
         single_ids = np.concatenate(single) if single else np.zeros(0, int)
         groups = []
+        group_stats: dict = {}
         if rigid and len(dyn_ids) >= 20 and mode != "tripod":
             nv = np.asarray(visible[dyn_ids]).sum(1)
             sub = dyn_ids[np.sort(np.argsort(-nv, kind="stable")[:max_group_tracks])]
             vis_s = np.asarray(visible[sub]).astype(bool)
             xy_s = undistort_tracks(np.asarray(tracks_2d[sub]), vis_s, K, dist)
-            groups, _ = find_groups(xy_s, vis_s, K, c2w, sigma, static_fn, progress=progress)
+            groups, _ = find_groups(xy_s, vis_s, K, c2w, sigma, static_fn, progress=progress,
+                                    static_test=static_track_test(c2w, K, sigma, static_points),
+                                    stats=group_stats)
         if groups_out is not None:
             groups_out.extend(groups)
         stage.advance()
@@ -231,6 +235,8 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
                     "scale": round(g.scale, 6), "scale_rule": g.scale_note,
                     "frames_seen": int(g.registered.sum())} for i, g in enumerate(groups)],
         "static_threshold_px": round(thr, 3),
+        # candidate bodies taken for static background (engine.lift.rigid.STATIC_BODY_FRACTION)
+        "static_bodies_skipped": int(group_stats.get("static_bodies_skipped", 0)),
         "seconds": round(time.monotonic() - t0, 3),
     }
     if n_nonrigid:

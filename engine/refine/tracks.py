@@ -115,6 +115,12 @@ def _depth_range(tracks_3d, group, c2w: np.ndarray, N: int) -> tuple[float, floa
     if len(ids) > 2000:
         ids = ids[np.linspace(0, len(ids) - 1, 2000).astype(int)]
     X = np.asarray(tracks_3d[np.sort(ids), 0], np.float64) if len(ids) else np.zeros((0, 3))
+    return depth_range_of(X, c2w)
+
+
+def depth_range_of(X: np.ndarray, c2w: np.ndarray) -> tuple[float, float]:
+    """(near, far) search range along query rays (world units) around the distances of the
+    static world points ``X`` (m, 3) (NaN rows ignored) from the camera path ``c2w``."""
     X = X[np.isfinite(X).all(1)]
     if len(X) < 3:
         span = float(np.linalg.norm(np.ptp(c2w[:, :3, 3], axis=0))) or 1.0
@@ -122,6 +128,38 @@ def _depth_range(tracks_3d, group, c2w: np.ndarray, N: int) -> tuple[float, floa
     C = c2w[np.linspace(0, len(c2w) - 1, min(len(c2w), 16)).astype(int), :3, 3]
     d = np.linalg.norm(X[:, None] - C[None], axis=-1).ravel()
     return 0.3 * float(np.percentile(d, 2)), 3.0 * float(np.percentile(d, 98))
+
+
+def static_accepted(X: np.ndarray, inliers: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """(n,) bool: the static fits ``X`` (n, 3) of :func:`.static.fit_static` that make their
+    tracks static points: ``MIN_INLIERS`` (or every frame of a shorter clip) and
+    ``MIN_INLIER_FRACTION`` of the visible observations (``vis`` (n, T)) are ``inliers``."""
+    ni = inliers.sum(1)
+    return (ni >= min(MIN_INLIERS, vis.shape[1])) \
+        & (ni >= MIN_INLIER_FRACTION * np.maximum(vis.sum(1), 1)) & np.isfinite(X).all(1)
+
+
+def static_track_test(c2w: np.ndarray, K: np.ndarray, sigma: float, static_points: np.ndarray,
+                      mode: str = "general") -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """The refinement's static test as a function ``test(xy_u, vis) -> (n,) bool`` of tracks
+    (undistorted px (n, T, 2), visibility (n, T)): which of them its static fit makes static
+    points (:func:`static_accepted`; query ray: each track's first visible frame; depths
+    around the solve's static world points ``static_points`` (m, 3); inlier radius
+    :func:`tau_px` of the 2D noise ``sigma`` px). Robust to a track's outlier frames, unlike
+    the first lift's all-frames test: the rigid-group search uses it to tell drifting
+    background from moving objects (:func:`engine.lift.rigid.find_groups`)."""
+    near_far = depth_range_of(np.asarray(static_points, np.float64), c2w)
+    tau = tau_px(sigma)
+
+    def test(xy_u: np.ndarray, vis: np.ndarray) -> np.ndarray:
+        n = len(vis)
+        if n == 0:
+            return np.zeros(0, bool)
+        t0 = np.argmax(vis, 1)
+        q = np.c_[t0, xy_u[np.arange(n), t0]].astype(np.float64)
+        X, inl, _ = fit_static(xy_u, vis, q, c2w, K, near_far, tau, mode)
+        return static_accepted(X, inl, vis) & vis.any(1)
+    return test
 
 
 def tau_px(sigma: float) -> float:
@@ -204,11 +242,8 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                 m = qt == t
                 q[m, 1:3] = undistort_points(q[m, 1:3], K[t], dist)
         Xs, inl, res = fit_static(xy_u, vis, q, c2w, K, (near, far), tau, mode, radius)
-        nv = vis.sum(1)
-        ni = inl.sum(1)
-        fit_frac[sl] = ni / np.maximum(nv, 1)
-        st = (ni >= min(MIN_INLIERS, T)) & (ni >= MIN_INLIER_FRACTION * np.maximum(nv, 1)) \
-            & np.isfinite(Xs).all(1)
+        fit_frac[sl] = inl.sum(1) / np.maximum(vis.sum(1), 1)
+        st = static_accepted(Xs, inl, vis)
         if assign is not None:      # moving tracks not fitted as static: their rigid groups
             todo = np.flatnonzero(~st & (g >= 0))
             if len(todo):

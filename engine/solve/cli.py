@@ -138,8 +138,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"refined: {fin['n_static']} static ({fin.get('n_static_by_appearance', 0)} of them "
               f"found by appearance) + {fin['n_rigid']} rigid-group tracks follow the geometry, "
               f"{fin['n_tracker_kept']} keep the tracker's 2D; "
-              f"{len(ref['rounds'])} round(s), kept round {ref['kept_round']}; "
-              f"visibility: {fin['visibility']}")
+              f"{sum('skipped' not in e for e in ref['rounds'])} round(s), kept round "
+              f"{ref['kept_round']}; visibility: {fin['visibility']}")
+        for e in ref["rounds"]:
+            if "skipped" in e:
+                print(f"refine round {e['round']}: {e['skipped']}")
     for wmsg in report.get("warnings", []):
         print(f"warning: {wmsg}", file=sys.stderr)
     return 0

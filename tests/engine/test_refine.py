@@ -141,10 +141,12 @@ def test_solve_trackfile_refines_by_default_without_footage(orbit, tmp_path):
 def test_a_re_solve_is_one_run_of_the_solve(orbit, tmp_path, monkeypatch):
     """The first solve keeps the best of its restarts; a round's re-solve runs once (it only has
     to beat the kept solution, and restarts were most of its cost)."""
+    import engine.refine as refine
     import engine.solve.pipeline as pipeline
     from engine.refine import RESOLVE_RUNS
 
     monkeypatch.setattr(pipeline, "RESTART_SKIP_SIGMA", 0.0)    # the first solve restarts
+    monkeypatch.setattr(refine, "RESOLVE_SKIP_SIGMA", 0.0)      # and is solved again
     sc, xy, v = orbit
     src = tmp_path / "tracks.npz"
     save_trackfile(src, _scene_trackdata(sc, xy, v))
@@ -153,6 +155,66 @@ def test_a_re_solve_is_one_run_of_the_solve(orbit, tmp_path, monkeypatch):
     assert len(rounds) == 2 and "error" not in rounds[1]
     assert rounds[0]["solve_runs"] == pipeline.SOLVE_RESTARTS > RESOLVE_RUNS == 1
     assert rounds[1]["solve_runs"] == RESOLVE_RUNS
+
+
+def test_a_first_solve_that_pins_its_focal_is_not_solved_again(orbit, tmp_path, monkeypatch,
+                                                               capsys):
+    """A self-calibrated first solve whose focal is pinned within RESOLVE_SKIP_SIGMA skips the
+    re-solve (and the sample it would be judged on): the round-1 entry says why, the cameras
+    and every output are those of a refinement without re-solves (max_rounds=0), and the CLI
+    says it. An unpinned first solve (bound 0) is solved again."""
+    import signal
+
+    import engine.refine as refine
+    from engine.__main__ import main as engine_main
+
+    sc, xy, v = orbit
+    td = _scene_trackdata(sc, xy, v)
+    src = tmp_path / "tracks.npz"
+    save_trackfile(src, td)
+    monkeypatch.setattr(refine, "EVAL_MAX_TRACKS", len(xy) // 3)      # judged on a sample
+    calls = []
+    real = refine._Sample.evaluate
+    monkeypatch.setattr(refine._Sample, "evaluate",
+                        lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    rep = solve_trackfile(src, tmp_path / "skip.npz", max_rounds=2)
+    sig = rep["focal_sigma_rel"]
+    assert not rep["focal_given"] and not rep["zoom"] and sig < refine.RESOLVE_SKIP_SIGMA
+    rounds = rep["refine"]["rounds"]
+    assert len(rounds) == 2 and rounds[1]["accepted"] is False
+    assert f"{100 * sig:.2f} %" in rounds[1]["skipped"] and "solve_runs" not in rounds[1]
+    assert rep["refine"]["kept_round"] == 0 and calls == []
+    assert "sample" not in rounds[0]
+    rep0 = solve_trackfile(src, tmp_path / "none.npz", max_rounds=0)
+    assert len(rep0["refine"]["rounds"]) == 1
+    a, b = load_trackfile(tmp_path / "skip.npz"), load_trackfile(tmp_path / "none.npz")
+    for name in ("tracks_2d", "visible", "confidence", "tracks_3d", "group", "reproj_error",
+                 "cam_to_world", "K"):
+        np.testing.assert_array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)),
+                                      err_msg=name)
+    handler = signal.getsignal(signal.SIGTERM)      # (the CLI installs its own)
+    try:
+        assert engine_main(["solve", str(src), "--out", str(tmp_path / "cli.npz"),
+                            "--progress", "quiet"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    printed = capsys.readouterr().out
+    assert "1 round(s), kept round 0" in printed and "refine round 1: no re-solve" in printed
+    # not pinned (bound 0): solved again, judged on the sample
+    monkeypatch.setattr(refine, "RESOLVE_SKIP_SIGMA", 0.0)
+    rep = solve_trackfile(src, tmp_path / "again.npz", max_rounds=1)
+    assert "skipped" not in rep["refine"]["rounds"][1] and "sample" in rep["refine"]["rounds"][1]
+    assert len(calls) == 2
+
+
+def test_resolve_skipped_only_for_a_pinned_self_calibrated_single_focal():
+    from engine.refine import RESOLVE_SKIP_SIGMA, resolve_skipped
+
+    pinned = {"focal_sigma_rel": 0.5 * RESOLVE_SKIP_SIGMA, "focal_given": False, "zoom": False}
+    assert "pinned the focal" in resolve_skipped(pinned)
+    for change in ({"focal_sigma_rel": RESOLVE_SKIP_SIGMA}, {"focal_sigma_rel": None},
+                   {"focal_sigma_rel": float("nan")}, {"focal_given": True}, {"zoom": True}):
+        assert resolve_skipped({**pinned, **change}) is None, change
 
 
 def test_no_refine_keeps_tracker_output(orbit, tmp_path):
@@ -564,6 +626,7 @@ def test_rounds_judged_on_a_sample_keep_the_same_solution(orbit, tmp_path, monke
     src = tmp_path / "tracks.npz"
     save_trackfile(src, td)
     monkeypatch.setattr(refine, "MIN_GAIN", min_gain)
+    monkeypatch.setattr(refine, "RESOLVE_SKIP_SIGMA", 0.0)      # every first solve is re-solved
     outs = []
     for cap in (10 ** 9, len(xy) // 3):
         monkeypatch.setattr(refine, "EVAL_MAX_TRACKS", cap)
