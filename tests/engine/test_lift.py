@@ -244,6 +244,36 @@ def test_group_finder_leaves_static_alone():
     assert len(groups) <= 1
 
 
+def test_group_finder_skips_background_bodies_that_fit_static_points():
+    """200 static tracks that drift together for 6 of 24 frames (a tracker failure) fail an
+    all-frames static test and move alike, so they form a candidate body. Solved, it became a
+    rigid "object" of background tracks, found before the real box; with the refinement's
+    robust static test the body is recognised as background and skipped, and the box alone is
+    found."""
+    from engine.refine.tracks import static_track_test
+
+    sc = make_scene("dynamic", T=24, n_points=900, W=320, H=240, seed=21)
+    xy = np.nan_to_num(sc["tracks_2d"]).astype(float)
+    vis = sc["visible"]
+    g = sc["group"]
+    bg = np.flatnonzero((g < 0) & (vis.sum(1) >= 20))[:200]
+    xy[bg, 8:14] += np.array([7.0, -4.0])
+    ids = np.r_[bg, np.flatnonzero(g >= 0)]
+    test = static_track_test(sc["c2w"], sc["K"], 0.3, sc["tracks_3d"][g < 0, 0])
+    assert test(xy[bg], vis[bg]).mean() > 0.95 and test(xy[g >= 0], vis[g >= 0]).mean() < 0.05
+    found = []
+    for st in (None, test):
+        stats: dict = {}
+        groups, label = find_groups(xy[ids], vis[ids], sc["K"], sc["c2w"], 0.3,
+                                    lambda t: (np.zeros((0, 2)), np.zeros(0)), static_test=st,
+                                    stats=stats)
+        found.append([set(g[ids][label == k].tolist()) for k in range(len(groups))])
+        assert stats["static_bodies_skipped"] == (0 if st is None else 1)
+    assert {-1} in found[0] and {0} in found[0]         # without the test: a background group
+    assert found[1] == [{0}]                            # with it: the box alone
+    assert (label == 0).sum() >= 0.9 * (g >= 0).sum()
+
+
 def test_small_rigid_groups_are_dissolved_into_paths(dynamic):
     """A rigid group that fewer than MIN_GROUP_TRACKS tracks follow becomes non-rigid: its
     tracks get the lifter's paths (and, with ``restore``, the tracker's rows back), the other
