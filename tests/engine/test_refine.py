@@ -217,6 +217,22 @@ def test_resolve_skipped_only_for_a_pinned_self_calibrated_single_focal():
         assert resolve_skipped({**pinned, **change}) is None, change
 
 
+def test_a_re_solve_is_kept_for_more_agreement_or_a_better_pinned_focal():
+    """Kept: 1 % more agreeing observations; or none fewer and a focal uncertainty under
+    RESOLVE_SIGMA_MARGIN of the kept solution's (the demo clip's re-solve: +0.45 %, 1 sigma
+    2.76 -> 0.57 %). Not kept: fewer observations however well pinned, or a known focal (no
+    uncertainty) without the growth."""
+    from engine.refine import MIN_GAIN, RESOLVE_SIGMA_MARGIN, _improves
+
+    kept = {"focal_sigma_rel": 0.0276}
+    assert _improves(27562, 27439, {"focal_sigma_rel": 0.0057}, kept)
+    assert _improves(int(1000 * (1 + 2 * MIN_GAIN)), 1000, {"focal_sigma_rel": 0.05}, kept)
+    assert not _improves(27438, 27439, {"focal_sigma_rel": 0.0001}, kept)
+    assert not _improves(1001, 1000, {"focal_sigma_rel": RESOLVE_SIGMA_MARGIN * 0.0276}, kept)
+    assert not _improves(1001, 1000, {"focal_sigma_rel": None}, {"focal_sigma_rel": None})
+    assert _improves(1011, 1000, {"focal_sigma_rel": None}, {"focal_sigma_rel": None})
+
+
 def test_no_refine_keeps_tracker_output(orbit, tmp_path):
     sc, xy, v = orbit
     td = _scene_trackdata(sc, xy, v)
