@@ -9,8 +9,9 @@ Python API (used by :func:`engine.solve.solve_trackfile`, on by default)::
 
 Rounds: after the first solve, every track is re-fitted against the cameras (:mod:`.tracks`);
 the tracker observations that agree with the geometry (outlier frames dropped) are solved again,
-and this repeats while the number of agreeing observations grows (at most ``MAX_ROUNDS``
-re-solves); the best round's cameras are kept. A first solve that pins its focal
+and this repeats while a re-solve improves (:func:`_improves`: more agreeing observations, or
+none fewer and a better pinned focal; at most ``MAX_ROUNDS`` re-solves); the best round's
+cameras are kept. A first solve that pins its focal
 (``RESOLVE_SKIP_SIGMA``) is not solved again (the round-1 entry's ``skipped`` says why). Each
 round's entry records how many of the tracker's visible observations its pass dropped
 (``dropped_observations``). With more than
@@ -64,9 +65,10 @@ RESOLVE_RUNS = 1
 #: its restarts) is not solved again: its re-solve on the cleaned tracks finds the same cameras.
 #: Measured on the 15 benchmark clips and the dense static_0 file (a re-solve is kept when it
 #: grows the agreeing observations by more than ``MIN_GAIN``): the 8 pinned solves' re-solves
-#: grew them by -0.02 to +0.37 %, none kept; the 7 unpinned ones' by -0.92 to +0.69 % (none
-#: kept either; zoom_1's, once kept, was unpinned). On the dense file the skip saves the
-#: re-solve and its two sample evaluations, ~11 s of ~70
+#: grew them by -0.02 to +0.37 %, none kept; the 7 unpinned ones' by -0.92 to +0.69 % (of
+#: those, deform_2's is kept for its better pinned focal, ``RESOLVE_SIGMA_MARGIN``; zoom_1's,
+#: once kept, was unpinned too). On the dense file the skip saves the re-solve and its two
+#: sample evaluations, ~11 s of ~70
 RESOLVE_SKIP_SIGMA = 0.01
 #: A re-solve of more tracks than this is judged on this many of them (evenly spaced rows).
 EVAL_MAX_TRACKS = 16384
