@@ -5,7 +5,8 @@ bounded for ~10^5 tracks, ``tracks_3d`` (N, T, 3), ``group`` (N,) and ``reproj_e
 
 - static tracks (reprojecting within ``max(1.5 px, 4 sigma)`` as one fixed point): one triangulated
   point for all frames, group -1;
-- moving tracks: rigid groups (see :mod:`engine.lift.rigid`), group k >= 0, following the group's
+- moving tracks: rigid groups (see :mod:`engine.lift.rigid`; searched among a sample of the
+  moving tracks on dense input, :func:`group_sample`), group k >= 0, following the group's
   motion at every frame, hidden or not;
 - the rest (non-rigid or unexplained motion): one extra group id after the rigid ones (reported as
   ``"kind": "nonrigid"``) with a smooth path from :mod:`engine.lift.nonrigid`; tracks seen in a
@@ -106,6 +107,46 @@ def _group_rows(xy: np.ndarray, vis: np.ndarray, xy_u: np.ndarray, K: np.ndarray
     return lab, X3, err
 
 
+#: Dense input has more moving candidates than the rigid-group search takes
+#: (``max_group_tracks``); it then samples, at random (seeded), tracks seen in at least
+#: ``1 / GROUP_SAMPLE_MIN_SEEN`` of the frames, from a pool of ``GROUP_SAMPLE_POOL`` times the
+#: sample's size of which the robust static test's static points are dropped. The longest
+#: tracks, taken before, were all background on dense footage of moving objects: objects turn
+#: and pass, so their tracks are short (dense dynamic_0: all 2000 longest seen in >= 43 of 48
+#: frames, the tracks on its five objects a median 21-26), and three quarters of the first
+#: lift's moving tracks are background that the refinement makes static points.
+GROUP_SAMPLE_MIN_SEEN = 4
+GROUP_SAMPLE_POOL = 4
+
+
+def group_sample(tracks_2d, visible, dyn_ids: np.ndarray, K: np.ndarray, dist,
+                 static_test, n_max: int, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """The moving tracks (sorted indices out of ``dyn_ids``) that the rigid-group search
+    segments, and what the sampling did (``{"candidates", "static_dropped", "sampled"}``).
+    All of them when there are at most ``n_max``; otherwise see ``GROUP_SAMPLE_POOL``.
+    ``static_test(xy_u, vis) -> (n,) bool`` is :func:`engine.refine.tracks.static_track_test`."""
+    from .static import undistort_tracks
+
+    dyn_ids = np.asarray(dyn_ids)
+    if len(dyn_ids) <= n_max:
+        return dyn_ids, {"candidates": int(len(dyn_ids)), "static_dropped": 0,
+                         "sampled": int(len(dyn_ids))}
+    T = visible.shape[1]
+    seen = np.asarray(visible[dyn_ids]).sum(1)
+    cand = dyn_ids[seen >= max(5, T // GROUP_SAMPLE_MIN_SEEN)]
+    n_cand = len(cand)
+    rng = np.random.default_rng(seed)
+    if len(cand) > GROUP_SAMPLE_POOL * n_max:
+        cand = np.sort(rng.choice(cand, GROUP_SAMPLE_POOL * n_max, replace=False))
+    vis = np.asarray(visible[cand]).astype(bool)
+    static = static_test(undistort_tracks(np.asarray(tracks_2d[cand]), vis, K, dist), vis)
+    keep = cand[~static]
+    if len(keep) > n_max:
+        keep = np.sort(rng.choice(keep, n_max, replace=False))
+    return keep, {"candidates": int(n_cand), "static_dropped": int(static.sum()),
+                  "sampled": int(len(keep))}
+
+
 def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
                 dist: tuple[float, float, float] | None, mode: str, sigma: float,
                 static_points: np.ndarray, image_size: tuple[int, int], out_tracks_3d,
@@ -176,13 +217,14 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
         groups = []
         group_stats: dict = {}
         if rigid and len(dyn_ids) >= 20 and mode != "tripod":
-            nv = np.asarray(visible[dyn_ids]).sum(1)
-            sub = dyn_ids[np.sort(np.argsort(-nv, kind="stable")[:max_group_tracks])]
+            test = static_track_test(c2w, K, sigma, static_points)
+            sub, sample_stats = group_sample(tracks_2d, visible, dyn_ids, K, dist, test,
+                                             max_group_tracks)
             vis_s = np.asarray(visible[sub]).astype(bool)
             xy_s = undistort_tracks(np.asarray(tracks_2d[sub]), vis_s, K, dist)
             groups, _ = find_groups(xy_s, vis_s, K, c2w, sigma, static_fn, progress=progress,
-                                    static_test=static_track_test(c2w, K, sigma, static_points),
-                                    stats=group_stats)
+                                    static_test=test, stats=group_stats)
+            group_stats["sample"] = sample_stats
         if groups_out is not None:
             groups_out.extend(groups)
         stage.advance()
@@ -237,6 +279,9 @@ def lift_tracks(tracks_2d, visible, c2w: np.ndarray, K: np.ndarray,
         "static_threshold_px": round(thr, 3),
         # candidate bodies taken for static background (engine.lift.rigid.STATIC_BODY_FRACTION)
         "static_bodies_skipped": int(group_stats.get("static_bodies_skipped", 0)),
+        # the moving tracks the group search segmented (group_sample)
+        "group_sample": group_stats.get("sample", {"candidates": 0, "static_dropped": 0,
+                                                   "sampled": 0}),
         "seconds": round(time.monotonic() - t0, 3),
     }
     if n_nonrigid:

@@ -116,8 +116,8 @@ def find_groups(xy: np.ndarray, vis: np.ndarray, K: np.ndarray, c2w: np.ndarray,
     W = 2 * K[0, 0, 2] + 1
     H = 2 * K[0, 1, 2] + 1
     cand = np.flatnonzero(vis.sum(1) >= 5)
-    bodies = rigid_bodies(xy[cand], vis[cand], thresh=max(1.0, 3 * sigma)) if len(cand) >= min_tracks \
-        else -np.ones(len(cand), int)
+    bodies = rigid_bodies(xy[cand], vis[cand], thresh=max(1.0, 3 * sigma), spread_pairs=True) \
+        if len(cand) >= min_tracks else -np.ones(len(cand), int)
     fits_static = static_test(xy[cand], vis[cand]) if static_test is not None and \
         (bodies >= 0).any() else np.zeros(len(cand), bool)
     n_static_bodies = 0

@@ -149,9 +149,19 @@ def static_belief(labels: np.ndarray, vis: np.ndarray, iters: int = 4,
     return np.where(in_pair.sum(0) > 0, belief, np.nan)
 
 
-def _wide_pairs(T: int, vis: np.ndarray, n_max: int = 16) -> list[tuple[int, int]]:
-    """Pairs at gaps g0, 2 g0, 4 g0, ... (g0 ~ T/12), a few anchors each, so that short-lived
-    tracks meet pairs of their own time span and long ones meet wide baselines."""
+MAX_ANCHORS = 7
+
+
+def _wide_pairs(T: int, vis: np.ndarray, spread: bool = False, n_max: int = 16
+                ) -> list[tuple[int, int]]:
+    """Frame pairs at gaps g0, 2 g0, 4 g0, ..., T - 1 (g0 ~ T/12, at most 4) where at least 12
+    tracks are seen in both frames, a few anchors per gap (``n_max`` pairs in all) from the
+    clip's first frame to the last one the gap allows: long tracks meet wide baselines.
+
+    ``spread``: a gap's pairs start about every ``max(gap, (T - 1) // 6)`` frames, evenly from
+    first to last (at most ``MAX_ANCHORS``), so that a track seen in a quarter of the clip,
+    wherever it lies, meets pairs of the small gaps: for the moving tracks of dense footage,
+    which are seen mid-clip for a third of it and met no pair at the clip's ends."""
     g0 = max(1, min(4, (T - 1) // 12))
     gaps = []
     g = g0
@@ -161,9 +171,12 @@ def _wide_pairs(T: int, vis: np.ndarray, n_max: int = 16) -> list[tuple[int, int
     if not gaps or gaps[-1] != T - 1:
         gaps.append(T - 1)
     per_gap = max(1, n_max // max(1, len(gaps)))
+    step0 = max(1, (T - 1) // 6)
     out = []
     for g in gaps:
-        anchors = np.unique(np.linspace(0, T - 1 - g, per_gap).round().astype(int))
+        n_anchors = min(MAX_ANCHORS, int(np.ceil((T - 1 - g) / max(g, step0))) + 1) if spread \
+            else per_gap
+        anchors = np.unique(np.linspace(0, T - 1 - g, n_anchors).round().astype(int))
         for a in anchors:
             if (vis[:, a] & vis[:, a + g]).sum() >= 12:
                 out.append((int(a), int(a + g)))
@@ -213,7 +226,7 @@ def _same_body(A: "_Motion", B: "_Motion", xy, vis, pairs, thresh) -> bool:
 
 
 def rigid_bodies(xy: np.ndarray, vis: np.ndarray, thresh: float = 1.0, n_hyp: int = 300,
-                 min_cluster: int = 8, seed: int = 0) -> np.ndarray:
+                 min_cluster: int = 8, seed: int = 0, spread_pairs: bool = False) -> np.ndarray:
     """Group tracks into rigid bodies; returns labels (n,) with 0 = the body with the largest
     total track length (the static background candidate), 1, 2, ... the others, -1 unassigned.
 
@@ -230,6 +243,10 @@ def rigid_bodies(xy: np.ndarray, vis: np.ndarray, thresh: float = 1.0, n_hyp: in
     4. The background candidate (label 0) is the body covering the most image area over time
        (grid cells occupied, summed over frames): the background surrounds moving objects even
        where they hold more tracks in some frames.
+
+    ``spread_pairs``: frame pairs spread over the clip (see :func:`_wide_pairs`), for tracks
+    that are seen in part of it only (the rigid-group search's sample of dense footage); the
+    camera solve's sample is long tracks, for which the pairs at the clip's ends suffice.
     """
     import cv2
     from scipy.cluster.hierarchy import fcluster, linkage
@@ -238,7 +255,7 @@ def rigid_bodies(xy: np.ndarray, vis: np.ndarray, thresh: float = 1.0, n_hyp: in
 
     n, T = vis.shape
     labels = -np.ones(n, int)
-    pairs = _wide_pairs(T, vis)
+    pairs = _wide_pairs(T, vis, spread_pairs)
     if n < min_cluster or not pairs:
         return labels
     rng = np.random.default_rng(seed)

@@ -274,6 +274,56 @@ def test_group_finder_skips_background_bodies_that_fit_static_points():
     assert (label == 0).sum() >= 0.9 * (g >= 0).sum()
 
 
+def test_dense_group_search_samples_short_moving_tracks_not_the_longest():
+    """Dense input: more moving candidates than the group search takes. 300 background tracks
+    seen in all 24 frames drift together for 6 of them (a tracker failure: they fail the first
+    lift's all-frames static test); the box's tracks are seen in 12 frames (it turns and
+    passes). The longest candidates, which the search took before, are all background: no
+    group. The sample drops the candidates the robust static fit takes for static points and
+    finds the box; with no more candidates than the sample's size all are taken."""
+    from engine.lift import group_sample
+    from engine.refine.tracks import static_track_test
+
+    sc = make_scene("dynamic", T=24, n_points=900, W=320, H=240, seed=21)
+    xy = np.nan_to_num(sc["tracks_2d"]).astype(np.float32)
+    vis = sc["visible"].copy()
+    g = sc["group"]
+    N, T = vis.shape
+    bg = np.flatnonzero((g < 0) & (vis.sum(1) == T))[:300]
+    assert len(bg) == 300
+    xy[bg, 8:14] += np.array([7.0, -4.0], np.float32)
+    box = np.flatnonzero(g >= 0)
+    vis[box, :6] = False
+    vis[box, 18:] = False
+    n_max = 150
+    static_pts = sc["tracks_3d"][g < 0, 0]
+    out3 = np.full((N, T, 3), np.nan, np.float32)
+    grp = np.full(N, -1, np.int32)
+    rep = np.full(N, np.nan, np.float32)
+    info = lift_tracks(xy, vis, sc["c2w"], sc["K"], None, "general", 0.3, static_pts, SIZE,
+                       out3, grp, rep, max_group_tracks=n_max)
+    samp = info["group_sample"]
+    assert samp["candidates"] > n_max and samp["sampled"] <= n_max
+    assert samp["static_dropped"] >= 0.9 * len(bg) * min(1.0, 4 * n_max / samp["candidates"])
+    dyn = np.flatnonzero(grp >= 0)
+    longest = dyn[np.argsort(-vis[dyn].sum(1), kind="stable")[:n_max]]
+    assert not np.isin(longest, box).any()          # what the search took before: background
+    rigid = [r for r in info["groups"] if r["kind"] == "rigid"]
+    assert len(rigid) == 1
+    members = grp == rigid[0]["id"]
+    assert np.isin(np.flatnonzero(members), box).mean() > 0.95
+    moving = box[grp[box] >= 0]     # (in these 12 frames some box points pass as static)
+    assert len(moving) > 0.6 * len(box) and members[moving].mean() > 0.9
+
+    test = static_track_test(sc["c2w"], sc["K"], 0.3, static_pts)
+    ids, st = group_sample(xy, vis, box, sc["K"], None, test, n_max=len(box))
+    np.testing.assert_array_equal(ids, box)         # no more than n_max: all, untested
+    assert st == {"candidates": len(box), "static_dropped": 0, "sampled": len(box)}
+    again, _ = group_sample(xy, vis, dyn, sc["K"], None, test, n_max=n_max)
+    first, _ = group_sample(xy, vis, dyn, sc["K"], None, test, n_max=n_max)
+    np.testing.assert_array_equal(again, first)     # seeded
+
+
 def test_small_rigid_groups_are_dissolved_into_paths(dynamic):
     """A rigid group that fewer than MIN_GROUP_TRACKS tracks follow becomes non-rigid: its
     tracks get the lifter's paths (and, with ``restore``, the tracker's rows back), the other
