@@ -99,14 +99,16 @@ def _fill(M: np.ndarray, reg: np.ndarray) -> np.ndarray:
 
 def find_groups(xy: np.ndarray, vis: np.ndarray, K: np.ndarray, c2w: np.ndarray, sigma: float,
                 static_uvz_fn, max_groups: int = 4, min_tracks: int = 20,
-                progress=None, static_test=None, stats: dict | None = None
-                ) -> tuple[list[RigidGroup], np.ndarray]:
+                progress=None, static_test=None, stats: dict | None = None,
+                spread_pairs: bool = False) -> tuple[list[RigidGroup], np.ndarray]:
     """Segment dynamic tracks ``xy`` (n, T, 2) (undistorted) into rigid groups.
 
     ``static_test(xy, vis) -> (n,) bool``: which tracks a robust static fit takes as static
     points (:func:`engine.refine.tracks.static_track_test`); a candidate body of which
     ``STATIC_BODY_FRACTION`` or more are such tracks is static background, not solved (see the
-    constant); ``stats`` (a dict) then receives ``static_bodies_skipped``.
+    constant); ``stats`` (a dict) then receives ``static_bodies_skipped``. ``spread_pairs``:
+    the segmentation's frame pairs are spread over the clip (:func:`engine.solve.segment.
+    rigid_bodies`), for a sample of dense input (:func:`engine.lift.group_sample`).
     Returns (groups, label (n,) group index or -1).
     """
     n, T = vis.shape
@@ -116,8 +118,9 @@ def find_groups(xy: np.ndarray, vis: np.ndarray, K: np.ndarray, c2w: np.ndarray,
     W = 2 * K[0, 0, 2] + 1
     H = 2 * K[0, 1, 2] + 1
     cand = np.flatnonzero(vis.sum(1) >= 5)
-    bodies = rigid_bodies(xy[cand], vis[cand], thresh=max(1.0, 3 * sigma), spread_pairs=True) \
-        if len(cand) >= min_tracks else -np.ones(len(cand), int)
+    bodies = rigid_bodies(xy[cand], vis[cand], thresh=max(1.0, 3 * sigma),
+                          spread_pairs=spread_pairs) if len(cand) >= min_tracks \
+        else -np.ones(len(cand), int)
     fits_static = static_test(xy[cand], vis[cand]) if static_test is not None and \
         (bodies >= 0).any() else np.zeros(len(cand), bool)
     n_static_bodies = 0
