@@ -341,6 +341,7 @@ class Lifter:
         self.static_points, self.image_size, self.radius = static_points, image_size, radius
         self.progress = progress
         self.groups: list = []      # the rigid groups of the last lift that looked for them
+        self._depth_range = None    # (near, far) of the robust group fits, made once
 
     def __call__(self, tracks_2d, visible, out_tracks_3d, out_group, out_reproj,
                  rigid: bool = True, paths: bool = True, assign: bool = True,
@@ -355,19 +356,47 @@ class Lifter:
             self.groups = groups
         return rep
 
-    def assign(self, tracks_2d, visible, ids: np.ndarray
+    def assign(self, tracks_2d, visible, ids: np.ndarray, query=None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fit the moving tracks ``ids`` (track indices) to the rigid groups of the last lift
         with rigid groups: what that lift writes for them with ``assign=True``, as it stores
         it: (group id (n,) int32, the non-rigid group's id where none fits; ``tracks_3d``
         (n, T, 3) float32, NaN where none fits (no non-rigid path); ``reproj_error`` (n,)
-        float32, NaN where none fits). ``visible``: the visibility that lift was given."""
+        float32, NaN where none fits). ``visible``: the visibility that lift was given.
+
+        ``query`` (N, 3) ``[t, x, y]`` input px (all tracks' queries): the fit is instead the
+        refinement's robust one (:func:`engine.lift.rigid.fit_to_groups_robust`, outlier
+        frames dropped; ``reproj_error`` over the inlier frames), as the refinement fits
+        static points."""
+        from .rigid import fit_to_groups_robust, group_tracks_3d
         from .static import undistort_tracks
 
         vis = np.asarray(visible[ids]).astype(bool)
         xy = np.asarray(tracks_2d[ids])
-        lab, X3, err = _group_rows(xy, vis, undistort_tracks(xy, vis, self.K, self.dist),
-                                   self.K, self.c2w, self.dist, self.groups, self.sigma)
+        xy_u = undistort_tracks(xy, vis, self.K, self.dist)
+        if query is None or not self.groups:
+            lab, X3, err = _group_rows(xy, vis, xy_u, self.K, self.c2w, self.dist,
+                                       self.groups, self.sigma)
+        else:
+            from ..refine.tracks import depth_range_of
+            from ..solve.camera import undistort_points
+
+            q = np.asarray(query[ids], np.float64).copy()
+            if self.dist is not None and np.any(self.dist):
+                qt = np.clip(np.round(q[:, 0]).astype(int), 0, vis.shape[1] - 1)
+                for t in np.unique(qt):
+                    m = qt == t
+                    q[m, 1:3] = undistort_points(q[m, 1:3], self.K[t], self.dist)
+            if getattr(self, "_depth_range", None) is None:
+                self._depth_range = depth_range_of(np.asarray(self.static_points, np.float64),
+                                                   self.c2w)
+            lab, Xo, err = fit_to_groups_robust(xy_u, vis, q, self.K, self.c2w, self.groups,
+                                                self.sigma, self._depth_range)
+            X3 = np.full(vis.shape + (3,), np.nan)
+            for gi, g in enumerate(self.groups):
+                m = lab == gi
+                if m.any():
+                    X3[m] = group_tracks_3d(Xo[m], g.obj_to_world)
         return (np.where(lab < 0, len(self.groups), lab).astype(np.int32),
                 X3.astype(np.float32), err.astype(np.float32))
 

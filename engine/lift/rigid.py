@@ -191,6 +191,42 @@ def assign_to_groups(xy_u: np.ndarray, vis: np.ndarray, K: np.ndarray, groups: l
     return label, Xbest, best
 
 
+def fit_to_groups_robust(xy_u: np.ndarray, vis: np.ndarray, query_u: np.ndarray,
+                         K: np.ndarray, c2w: np.ndarray, groups: list[RigidGroup], sigma: float,
+                         depth_range: tuple[float, float]
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit tracks to each group's motion as the refinement fits static points, robust to a
+    track's outlier frames: in the group's own frame (cameras ``M_t^-1 c2w_t``, every frame:
+    hidden frames follow the group's filled motion) an object point is a static point, so
+    :func:`engine.refine.static.fit_static` finds it on the track's query ray and
+    :func:`engine.refine.tracks.static_accepted` decides whether the track follows the group.
+
+    ``xy_u`` (n, T, 2) undistorted px, ``vis`` (n, T), ``query_u`` (n, 3) ``[t, x, y]``
+    undistorted, ``c2w`` (T, 4, 4) world cameras, ``depth_range`` (near, far) along the query
+    rays, world units (distances are the same in a group's frame). Returns (label (n,) the
+    group whose fit keeps the most inlier frames, -1 where none is accepted; object points
+    (n, 3) in the group's scaled frame; RMS (n,) px over the inlier frames)."""
+    from ..refine.static import fit_static
+    from ..refine.tracks import static_accepted, tau_px
+
+    n = len(xy_u)
+    label = -np.ones(n, int)
+    best = np.zeros(n, int)
+    Xbest = np.full((n, 3), np.nan)
+    rms = np.full(n, np.nan)
+    tau = tau_px(sigma)
+    for gi, g in enumerate(groups):
+        c2o = np.einsum("tij,tjk->tik", np.linalg.inv(g.obj_to_world), c2w)
+        X, inl, res = fit_static(xy_u, vis, query_u, c2o, K, depth_range, tau)
+        ni = inl.sum(1)
+        ok = static_accepted(X, inl, vis) & (ni > best)
+        label[ok] = gi
+        best[ok] = ni[ok]
+        Xbest[ok] = X[ok]
+        rms[ok] = np.sqrt(np.where(inl[ok], res[ok] ** 2, 0).sum(1) / ni[ok])
+    return label, Xbest, rms
+
+
 def group_tracks_3d(X_obj: np.ndarray, M: np.ndarray) -> np.ndarray:
     """World positions (n, T, 3) of object points (n, 3) under per-frame motions M (T, 4, 4)."""
     return np.einsum("tij,nj->nti", M[:, :3, :3], X_obj) + M[None, :, :3, 3]

@@ -206,7 +206,7 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
         r = sol["report"]
         lifter, vis_l = sol.get("lifter"), sol["lift_visible"]
         assign = None if lifter is None or "group fits" not in _deferred(r) else \
-            (lambda ids: lifter.assign(data.tracks_2d, vis_l, ids))
+            (lambda ids: lifter.assign(data.tracks_2d, vis_l, ids, query=data.query))
         res = refine_tracks(data.tracks_2d, data.visible, data.confidence, data.query,
                             lift3d, grp, rep, sol["c2w"], sol["K"], _dist(r), r["mode"],
                             r.get("noise_sigma_px", 1.0), data.image_size, _rigid_ids(r),
