@@ -46,6 +46,13 @@ from ..solve.triangulate import refine_points, reprojection_errors, triangulate_
 STATIC_BODY_FRACTION = 0.5
 
 
+#: A track follows a rigid group (robust fit, :func:`fit_to_groups_robust`) when the group's
+#: motion explains at least this fraction of its visible frames (and more than a static point
+#: does). The static fit's 0.3 (``engine.refine.tracks.MIN_INLIER_FRACTION``) let background
+#: tracks join a group on the frames near their query, where any motion fits.
+GROUP_MIN_INLIER_FRACTION = 0.5
+
+
 @dataclass
 class RigidGroup:
     obj_c2o: np.ndarray        # (T, 4, 4) camera-to-object poses at unit scale (registered frames)
@@ -203,23 +210,29 @@ def fit_to_groups_robust(xy_u: np.ndarray, vis: np.ndarray, query_u: np.ndarray,
 
     ``xy_u`` (n, T, 2) undistorted px, ``vis`` (n, T), ``query_u`` (n, 3) ``[t, x, y]``
     undistorted, ``c2w`` (T, 4, 4) world cameras, ``depth_range`` (near, far) along the query
-    rays, world units (distances are the same in a group's frame). Returns (label (n,) the
-    group whose fit keeps the most inlier frames, -1 where none is accepted; object points
+    rays, world units (distances are the same in a group's frame). A group's fit must keep
+    ``GROUP_MIN_INLIER_FRACTION`` of the visible frames and more than the track's static fit.
+    Returns (label (n,) the group whose fit keeps the most inlier frames, -1 where none is
+    accepted; object points
     (n, 3) in the group's scaled frame; RMS (n,) px over the inlier frames)."""
     from ..refine.static import fit_static
     from ..refine.tracks import static_accepted, tau_px
 
     n = len(xy_u)
     label = -np.ones(n, int)
-    best = np.zeros(n, int)
     Xbest = np.full((n, 3), np.nan)
     rms = np.full(n, np.nan)
     tau = tau_px(sigma)
+    # a group must explain more frames than a static point does (near its query frame any
+    # motion fits a few frames), and most of the track
+    _, inl_s, _ = fit_static(xy_u, vis, query_u, c2w, K, depth_range, tau)
+    best = inl_s.sum(1)
+    need = GROUP_MIN_INLIER_FRACTION * vis.sum(1)
     for gi, g in enumerate(groups):
         c2o = np.einsum("tij,tjk->tik", np.linalg.inv(g.obj_to_world), c2w)
         X, inl, res = fit_static(xy_u, vis, query_u, c2o, K, depth_range, tau)
         ni = inl.sum(1)
-        ok = static_accepted(X, inl, vis) & (ni > best)
+        ok = static_accepted(X, inl, vis) & (ni >= need) & (ni > best)
         label[ok] = gi
         best[ok] = ni[ok]
         Xbest[ok] = X[ok]

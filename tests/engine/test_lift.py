@@ -324,6 +324,47 @@ def test_dense_group_search_samples_short_moving_tracks_not_the_longest():
     np.testing.assert_array_equal(again, first)     # seeded
 
 
+def test_robust_group_fit_keeps_box_tracks_through_their_outlier_frames(dynamic):
+    """The refinement fits moving tracks to the rigid groups as it fits static points: in the
+    group's frame, with a track's outlier frames dropped. Box tracks that jumped 15 px in 4 of
+    their frames fail the all-frames fit and are kept by the robust one, with the object point
+    and error of their clean frames; static tracks and tracks that drift all along fit no
+    group."""
+    sc, _ = dynamic
+    N, T = sc["visible"].shape
+    vis = sc["visible"]
+    static_pts = sc["tracks_3d"][sc["group"] < 0, 0]
+    lifter = Lifter(sc["c2w"], sc["K"], None, "general", 0.3, static_pts, SIZE, 100.0)
+    tr = np.nan_to_num(sc["tracks_2d"]).astype(np.float32)
+    lifter(tr, vis, np.full((N, T, 3), np.nan, np.float32), np.full(N, -1, np.int32),
+           np.full(N, np.nan, np.float32), paths=False, assign=False)
+    assert len(lifter.groups) == 1
+    first = np.argmax(vis, 1)
+    query = np.c_[first, tr[np.arange(N), first]]
+    clean = ~np.isin(np.arange(N), sc["outliers"]) & (vis.sum(1) >= 12)
+    box = np.flatnonzero((sc["group"] == 0) & clean)[:60]
+    bg = np.flatnonzero((sc["group"] < 0) & clean)[:60]
+    bad = tr.copy()
+    for i in box:                       # a jump in its last 4 frames (after the query frame)
+        bad[i, np.flatnonzero(vis[i])[-4:]] += np.array([12.0, -9.0], np.float32)
+    drift = bg[:30]
+    bad[drift] += (np.linspace(0, 1, T)[:, None] * np.array([25.0, 10.0]))[None].astype(
+        np.float32)
+    g0, X0, e0 = lifter.assign(tr, vis, box, query=query)        # clean: robust = plain
+    gp, _, _ = lifter.assign(bad, vis, box)
+    gr, Xr, er = lifter.assign(bad, vis, box, query=query)
+    assert (g0 == 0).mean() > 0.95
+    assert (gp == 0).mean() < 0.2                # the all-frames fit loses them
+    assert (gr == 0).mean() > 0.95 and np.nanmax(er) < 1.0
+    ok = (gr == 0) & (g0 == 0)
+    assert np.nanmax(np.abs(Xr[ok] - X0[ok])) < 0.05 * np.nanmax(np.abs(X0[ok]))
+    gs, _, es = lifter.assign(bad, vis, bg, query=query)
+    st = np.isin(bg, drift, invert=True)
+    assert (gs[st] == 1).all() and np.isnan(es[st]).all()     # the non-rigid id; no error
+    # a track drifting 1 px a frame may move as the box does where it is: a few join it
+    assert (gs[~st] == 1).mean() >= 0.9
+
+
 def test_small_rigid_groups_are_dissolved_into_paths(dynamic):
     """A rigid group that fewer than MIN_GROUP_TRACKS tracks follow becomes non-rigid: its
     tracks get the lifter's paths (and, with ``restore``, the tracker's rows back), the other
