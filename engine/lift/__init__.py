@@ -364,24 +364,25 @@ class Lifter:
         (n, T, 3) float32, NaN where none fits (no non-rigid path); ``reproj_error`` (n,)
         float32, NaN where none fits). ``visible``: the visibility that lift was given.
 
-        ``query`` (N, 3) ``[t, x, y]`` input px (all tracks' queries): the fit is instead the
-        refinement's robust one (:func:`engine.lift.rigid.fit_to_groups_robust`, outlier
-        frames dropped; ``reproj_error`` over the inlier frames), as the refinement fits
-        static points."""
+        ``query`` (N, 3) ``[t, x, y]`` input px (all tracks' queries): the tracks that fit
+        no group in every frame are also fitted robustly, as the refinement fits static
+        points (:func:`engine.lift.rigid.fit_to_groups_robust`: outlier frames dropped;
+        ``reproj_error`` over the inlier frames)."""
         from .rigid import fit_to_groups_robust, group_tracks_3d
         from .static import undistort_tracks
 
         vis = np.asarray(visible[ids]).astype(bool)
         xy = np.asarray(tracks_2d[ids])
         xy_u = undistort_tracks(xy, vis, self.K, self.dist)
-        if query is None or not self.groups:
-            lab, X3, err = _group_rows(xy, vis, xy_u, self.K, self.c2w, self.dist,
-                                       self.groups, self.sigma)
-        else:
+        lab, X3, err = _group_rows(xy, vis, xy_u, self.K, self.c2w, self.dist, self.groups,
+                                   self.sigma)
+        rest = np.flatnonzero(lab < 0)
+        if query is not None and self.groups and len(rest):
             from ..refine.tracks import depth_range_of
             from ..solve.camera import undistort_points
 
-            q = np.asarray(query[ids], np.float64).copy()
+            q = np.asarray(query[np.asarray(ids)[rest]], np.float64).copy()
+            vis_r, xy_r = vis[rest], xy_u[rest]
             if self.dist is not None and np.any(self.dist):
                 qt = np.clip(np.round(q[:, 0]).astype(int), 0, vis.shape[1] - 1)
                 for t in np.unique(qt):
@@ -390,13 +391,13 @@ class Lifter:
             if getattr(self, "_depth_range", None) is None:
                 self._depth_range = depth_range_of(np.asarray(self.static_points, np.float64),
                                                    self.c2w)
-            lab, Xo, err = fit_to_groups_robust(xy_u, vis, q, self.K, self.c2w, self.groups,
-                                                self.sigma, self._depth_range)
-            X3 = np.full(vis.shape + (3,), np.nan)
+            lab_r, Xo, err_r = fit_to_groups_robust(xy_r, vis_r, q, self.K, self.c2w,
+                                                    self.groups, self.sigma, self._depth_range)
             for gi, g in enumerate(self.groups):
-                m = lab == gi
+                m = lab_r == gi
                 if m.any():
-                    X3[m] = group_tracks_3d(Xo[m], g.obj_to_world)
+                    X3[rest[m]] = group_tracks_3d(Xo[m], g.obj_to_world)
+            lab[rest], err[rest] = lab_r, err_r
         return (np.where(lab < 0, len(self.groups), lab).astype(np.int32),
                 X3.astype(np.float32), err.astype(np.float32))
 

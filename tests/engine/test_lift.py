@@ -358,11 +358,15 @@ def test_robust_group_fit_keeps_box_tracks_through_their_outlier_frames(dynamic)
     assert (gr == 0).mean() > 0.95 and np.nanmax(er) < 1.0
     ok = (gr == 0) & (g0 == 0)
     assert np.nanmax(np.abs(Xr[ok] - X0[ok])) < 0.05 * np.nanmax(np.abs(X0[ok]))
+    # (static tracks reach this fit only once the refinement's static fit rejected them; the
+    # all-frames fit takes some of these for the box: the robust one adds none)
+    gsp, _, _ = lifter.assign(bad, vis, bg)
     gs, _, es = lifter.assign(bad, vis, bg, query=query)
     st = np.isin(bg, drift, invert=True)
-    assert (gs[st] == 1).all() and np.isnan(es[st]).all()     # the non-rigid id; no error
+    added = (gs == 0) & (gsp != 0)
+    assert not added[st].any() and np.isnan(es[gs == 1]).all()     # no error where no group
     # a track drifting 1 px a frame may move as the box does where it is: a few join it
-    assert (gs[~st] == 1).mean() >= 0.9
+    assert added[~st].mean() <= 0.1
 
 
 def test_small_rigid_groups_are_dissolved_into_paths(dynamic):
