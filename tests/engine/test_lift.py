@@ -369,6 +369,33 @@ def test_robust_group_fit_keeps_box_tracks_through_their_outlier_frames(dynamic)
     assert added[~st].mean() <= 0.1
 
 
+def test_dense_input_needs_a_share_of_the_tracks_for_a_group():
+    """A group must end with MIN_GROUP_TRACKS tracks, and on dense input MIN_GROUP_FRACTION of
+    all tracks: of 100,000 tracks a group of 25 is dissolved, of 1,000 it is kept."""
+    from engine.lift.prune import (MIN_GROUP_FRACTION, MIN_GROUP_TRACKS, dissolve_small_groups,
+                                   min_group_tracks)
+
+    assert min_group_tracks(1024) == MIN_GROUP_TRACKS
+    assert min_group_tracks(100_000) == int(np.ceil(MIN_GROUP_FRACTION * 100_000)) > 25
+
+    class Paths:                                        # the lifter's paths: recorded
+        def paths(self, tracks_2d, visible, rows, out3, outr):
+            out3[rows] = 1.0
+
+    for n, kept in ((1_000, True), (100_000, False)):
+        group = np.full(n, -1, np.int32)
+        group[:25] = 0
+        group[25:40] = 1
+        out3 = np.zeros((n, 2, 3), np.float32)
+        report = {"groups": [{"id": 0, "kind": "rigid"}, {"id": 1, "kind": "nonrigid"}]}
+        rows = dissolve_small_groups(report, group, Paths(), None, None, out3,
+                                     np.zeros(n, np.float32))
+        assert (len(rows) == 0) == kept
+        assert [g["kind"] for g in report["groups"]] == (["rigid", "nonrigid"] if kept
+                                                         else ["nonrigid"])
+        assert (group[:40] == 0).sum() == (25 if kept else 40)    # the non-rigid id is 0 alone
+
+
 def test_small_rigid_groups_are_dissolved_into_paths(dynamic):
     """A rigid group that fewer than MIN_GROUP_TRACKS tracks follow becomes non-rigid: its
     tracks get the lifter's paths (and, with ``restore``, the tracker's rows back), the other
