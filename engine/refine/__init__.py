@@ -9,10 +9,8 @@ Python API (used by :func:`engine.solve.solve_trackfile`, on by default)::
 
 Rounds: after the first solve, every track is re-fitted against the cameras (:mod:`.tracks`);
 the tracker observations that agree with the geometry (outlier frames dropped) are solved again,
-and this repeats while a re-solve improves (:func:`_improves`: more observations agreeing with
-the static points, or none fewer and a better pinned focal; the rigid groups' agreement is not
-counted, as their search turns over with small changes; at most ``MAX_ROUNDS`` re-solves); the
-best round's
+and this repeats while a re-solve improves (:func:`_improves`: more agreeing observations, or
+none fewer and a better pinned focal; at most ``MAX_ROUNDS`` re-solves); the best round's
 cameras are kept. A first solve that pins its focal
 (``RESOLVE_SKIP_SIGMA``) is not solved again (the round-1 entry's ``skipped`` says why). Each
 round's entry records how many of the tracker's visible observations its pass dropped
@@ -267,12 +265,8 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
             spare = scratch_set()
         res_n = geometry_pass(cand, spare)
         if sample is None:      # (with a sample, accepted above)
-            # static points' agreement only, as the sample's (lifted without rigid groups): the
-            # groups' agreement follows the group search, which a small change of the cameras
-            # or of the cleaned tracks turns over (the demo clip: its re-solve's group fitted
-            # 0 tracks against the first solve's 24, and its better-pinned focal was dropped)
-            ok = _improves(res_n.report["static_agreeing_observations"],
-                           res.report["static_agreeing_observations"], rep_n, best["report"])
+            ok = _improves(res_n.report["agreeing_observations"],
+                           res.report["agreeing_observations"], rep_n, best["report"])
         rounds.append(_round_entry(r_i, rep_n, res_n, ok,
                                    _dropped(data.visible, res_n.clean_visible)))
         if sample is not None:
@@ -476,7 +470,6 @@ def _round_entry(i: int, rep: dict, res, accepted: bool, dropped: float) -> dict
             "n_static": res.report["n_static"],
             "n_rigid": res.report["n_rigid"],
             "agreeing_observations": res.report["agreeing_observations"],
-            "static_agreeing_observations": res.report["static_agreeing_observations"],
             "dropped_observations": round(dropped, 6)}
 
 

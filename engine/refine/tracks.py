@@ -316,8 +316,6 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
         ref_all = kind > 0
         ag_obs = agree[ref_all].sum()
         report["agreeing_observations"] = int(ag_obs)
-        # the static points' alone: what a re-solve is judged on (engine.refine)
-        report["static_agreeing_observations"] = int(agree[kind == 1].sum())
         if footage is not None and ref_all.any():
             f = K[:, 0, 0]
             parallax = mode == "general" and \
