@@ -703,3 +703,44 @@ def test_moving_tracks_fitted_to_groups_in_the_geometry_pass_give_the_same_outpu
     assert (r0.kind == 2).sum() > 0 and (r0.kind == 0).sum() > 0
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_dense_input_fits_moving_tracks_to_the_groups_robustly(tmp_path, monkeypatch):
+    """Half the box's tracks jump 15 px in 4 of their frames. On dense input (more than
+    EVAL_MAX_TRACKS tracks) the geometry pass fits moving tracks to the rigid groups robustly
+    (outlier frames dropped): they follow the box; on sparse input only the all-frames fit is
+    made, and they keep the tracker's 2D. Everything else is the same."""
+    import engine.refine as refine
+
+    sc = make_scene("dynamic", T=24, n_points=900, W=W, H=H, seed=21, outlier_frac=0.0)
+    v = sc["visible"].copy()
+    xy = np.nan_to_num(sc["tracks_2d"]).astype(np.float32)
+    box = np.flatnonzero((sc["group"] == 0) & (v.sum(1) >= 12))
+    jumped = box[::2]
+    rng = np.random.default_rng(5)
+    for i in jumped:            # a tracker's outliers: 4 frames after the query, any direction
+        fr = rng.choice(np.flatnonzero(v[i])[1:], 4, replace=False)
+        a = rng.uniform(0, 2 * np.pi, 4)
+        xy[i, fr] += (15 * np.c_[np.cos(a), np.sin(a)]).astype(np.float32)
+    src = tmp_path / "tracks.npz"
+    save_trackfile(src, _scene_trackdata(sc, xy, v))
+    out = {}
+    for cap in (10 ** 9, len(xy) // 4):
+        monkeypatch.setattr(refine, "EVAL_MAX_TRACKS", cap)
+        rep = solve_trackfile(src, tmp_path / f"solved_{cap}.npz", max_rounds=0)
+        out[cap] = (rep, load_trackfile(tmp_path / f"solved_{cap}.npz"))
+    (rep_s, sparse), (rep_d, dense) = out[10 ** 9], out[len(xy) // 4]
+    np.testing.assert_array_equal(np.asarray(sparse.cam_to_world),
+                                  np.asarray(dense.cam_to_world))
+    rigid = [g["id"] for g in rep_d["lift"]["groups"] if g["kind"] == "rigid"]
+    assert len(rigid) == 1
+    g_s, g_d = np.asarray(sparse.group), np.asarray(dense.group)
+    assert (g_d[jumped] == rigid[0]).mean() > 0.9
+    assert (g_s[jumped] == rigid[0]).mean() < 0.2
+    # the dense output's jumped tracks follow the box's projection (their jumps gone)
+    err = np.linalg.norm(np.asarray(dense.tracks_2d)[jumped] - sc["true_2d"][jumped], axis=-1)
+    assert np.median(np.where(v[jumped], err, np.nan)[g_d[jumped] == rigid[0]]) < 1.0
+    assert np.nanmax(np.where(v[jumped], err, np.nan)) < 5.0
+    assert rep_d["refine"]["final"]["n_rigid"] > rep_s["refine"]["final"]["n_rigid"]
+    others = np.setdiff1d(np.arange(len(xy)), jumped)
+    np.testing.assert_array_equal(g_s[others] >= 0, g_d[others] >= 0)
