@@ -15,6 +15,7 @@ bounded for ~10^5 tracks, ``tracks_3d`` (N, T, 3), ``group`` (N,) and ``reproj_e
 from __future__ import annotations
 
 import time
+from functools import cached_property
 
 import numpy as np
 
@@ -341,7 +342,13 @@ class Lifter:
         self.static_points, self.image_size, self.radius = static_points, image_size, radius
         self.progress = progress
         self.groups: list = []      # the rigid groups of the last lift that looked for them
-        self._depth_range = None    # (near, far) of the robust group fits, made once
+
+    @cached_property
+    def _depth_range(self) -> tuple[float, float]:
+        """(near, far) along query rays of the robust group fits (world units)."""
+        from ..refine.tracks import depth_range_of
+
+        return depth_range_of(np.asarray(self.static_points, np.float64), self.c2w)
 
     def __call__(self, tracks_2d, visible, out_tracks_3d, out_group, out_reproj,
                  rigid: bool = True, paths: bool = True, assign: bool = True,
@@ -369,7 +376,7 @@ class Lifter:
         points (:func:`engine.lift.rigid.fit_to_groups_robust`: outlier frames dropped;
         ``reproj_error`` over the inlier frames)."""
         from .rigid import fit_to_groups_robust, group_tracks_3d
-        from .static import undistort_tracks
+        from .static import undistort_queries, undistort_tracks
 
         vis = np.asarray(visible[ids]).astype(bool)
         xy = np.asarray(tracks_2d[ids])
@@ -378,20 +385,8 @@ class Lifter:
                                    self.sigma)
         rest = np.flatnonzero(lab < 0)
         if query is not None and self.groups and len(rest):
-            from ..refine.tracks import depth_range_of
-            from ..solve.camera import undistort_points
-
-            q = np.asarray(query[np.asarray(ids)[rest]], np.float64).copy()
-            vis_r, xy_r = vis[rest], xy_u[rest]
-            if self.dist is not None and np.any(self.dist):
-                qt = np.clip(np.round(q[:, 0]).astype(int), 0, vis.shape[1] - 1)
-                for t in np.unique(qt):
-                    m = qt == t
-                    q[m, 1:3] = undistort_points(q[m, 1:3], self.K[t], self.dist)
-            if getattr(self, "_depth_range", None) is None:
-                self._depth_range = depth_range_of(np.asarray(self.static_points, np.float64),
-                                                   self.c2w)
-            lab_r, Xo, err_r = fit_to_groups_robust(xy_r, vis_r, q, self.K, self.c2w,
+            q = undistort_queries(query[np.asarray(ids)[rest]], self.K, self.dist)
+            lab_r, Xo, err_r = fit_to_groups_robust(xy_u[rest], vis[rest], q, self.K, self.c2w,
                                                     self.groups, self.sigma, self._depth_range)
             for gi, g in enumerate(self.groups):
                 m = lab_r == gi

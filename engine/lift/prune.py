@@ -4,12 +4,12 @@ The segmentation (:mod:`engine.lift.rigid`) finds a group's motion from a sample
 tracks; the tracks that finally follow it are decided later (the lift's assignment, or the
 refinement's geometry pass, which first makes static every track it can). A group that ends with
 fewer than ``MIN_GROUP_TRACKS`` tracks (and, on dense input, ``MIN_GROUP_FRACTION`` of all
-tracks) is not an object: on the benchmark suite every such group
-(6 of them, 0-10 tracks each) was made mostly of truly static tracks that the tracker had let
-drift, and a dense static shot (static_0, 104,842 tracks) ended with four "moving objects" of
-7-18 tracks each whose motions turn 85-154 degrees. Their tracks become non-rigid (a path at the
-depth of the surrounding static surface, the tracker's own 2D), the remaining groups are
-renumbered 0..k-1 and the non-rigid group follows them, as the track file's ``group`` expects.
+tracks) is not an object: on the benchmark suite every such group (6 of them, 0-10 tracks each)
+was made mostly of truly static tracks that the tracker had let drift, and a dense static shot
+(static_0, 104,842 tracks) ended with four "moving objects" of 7-18 tracks each whose motions
+turn 85-154 degrees. Their tracks become non-rigid (a path at the depth of the surrounding
+static surface, the tracker's own 2D), the remaining groups are renumbered 0..k-1 and the
+non-rigid group follows them, as the track file's ``group`` expects.
 """
 from __future__ import annotations
 
@@ -51,9 +51,10 @@ def dissolve_small_groups(lift_report: dict, group, lifter, tracks_2d, visible, 
                           out_reproj, restore: tuple | None = None,
                           min_tracks: int | None = None) -> np.ndarray:
     """Dissolve the rigid groups of ``lift_report["groups"]`` that fewer than ``min_tracks``
-    (default :func:`min_group_tracks` of N) tracks of ``group`` (N,) follow; updates ``group``, the report and, for those tracks,
-    ``out_tracks_3d`` / ``out_reproj`` (their non-rigid paths from ``tracks_2d`` / ``visible``
-    through ``lifter.paths``, :class:`engine.lift.Lifter`) in place.
+    (default :func:`min_group_tracks` of N) tracks of ``group`` (N,) follow; updates ``group``,
+    the report and, for those tracks, ``out_tracks_3d`` / ``out_reproj`` (their non-rigid paths
+    from ``tracks_2d`` / ``visible`` through ``lifter.paths``, :class:`engine.lift.Lifter`) in
+    place.
 
     ``restore``: ``(sources, destinations)``, two tuples of arrays (e.g. the tracker's
     ``tracks_2d``, ``visible``, ``confidence`` and the output's) whose rows of those tracks are

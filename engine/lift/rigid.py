@@ -213,10 +213,10 @@ def fit_to_groups_robust(xy_u: np.ndarray, vis: np.ndarray, query_u: np.ndarray,
     rays, world units (distances are the same in a group's frame). A group's fit must keep
     ``GROUP_MIN_INLIER_FRACTION`` of the visible frames and more than the track's static fit.
     Returns (label (n,) the group whose fit keeps the most inlier frames, -1 where none is
-    accepted; object points
-    (n, 3) in the group's scaled frame; RMS (n,) px over the inlier frames)."""
+    accepted; object points (n, 3) in the group's scaled frame; RMS (n,) px over the inlier
+    frames)."""
     from ..refine.static import fit_static
-    from ..refine.tracks import static_accepted, tau_px
+    from ..refine.tracks import inlier_rms, static_accepted, tau_px
 
     n = len(xy_u)
     label = -np.ones(n, int)
@@ -236,7 +236,7 @@ def fit_to_groups_robust(xy_u: np.ndarray, vis: np.ndarray, query_u: np.ndarray,
         label[ok] = gi
         best[ok] = ni[ok]
         Xbest[ok] = X[ok]
-        rms[ok] = np.sqrt(np.where(inl[ok], res[ok] ** 2, 0).sum(1) / ni[ok])
+        rms[ok] = inlier_rms(inl[ok], res[ok])
     return label, Xbest, rms
 
 

@@ -22,6 +22,20 @@ def undistort_tracks(xy: np.ndarray, vis: np.ndarray, K: np.ndarray,
     return out
 
 
+def undistort_queries(query: np.ndarray, K: np.ndarray,
+                      dist: tuple[float, float, float] | None) -> np.ndarray:
+    """Queries (n, 3) ``[t, x, y]`` as float64 (a copy), x, y undistorted with their query
+    frame's intrinsics ``K[t]`` (``K`` (T, 3, 3)); unchanged when there is no distortion."""
+    q = np.asarray(query, np.float64).copy()
+    if dist is None or not np.any(dist):
+        return q
+    qt = np.clip(np.round(q[:, 0]).astype(int), 0, len(K) - 1)
+    for t in np.unique(qt):
+        m = qt == t
+        q[m, 1:3] = undistort_points(q[m, 1:3], K[t], dist)
+    return q
+
+
 def lift_static(xy_u: np.ndarray, vis: np.ndarray, K: np.ndarray, c2w: np.ndarray, mode: str,
                 radius: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
     """World points (n, 3) (NaN where < 2 views) and per-track RMS reprojection (px) for tracks

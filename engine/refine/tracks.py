@@ -71,8 +71,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..lift.static import undistort_tracks
-from ..solve.camera import project, undistort_points
+from ..lift.static import undistort_queries, undistort_tracks
+from ..solve.camera import project
 from .static import fit_static, in_image
 from ..parallel import loop_workers, ordered_map
 from ..progress import stage_of
@@ -137,6 +137,14 @@ def static_accepted(X: np.ndarray, inliers: np.ndarray, vis: np.ndarray) -> np.n
     ni = inliers.sum(1)
     return (ni >= min(MIN_INLIERS, vis.shape[1])) \
         & (ni >= MIN_INLIER_FRACTION * np.maximum(vis.sum(1), 1)) & np.isfinite(X).all(1)
+
+
+def inlier_rms(inliers: np.ndarray, res: np.ndarray) -> np.ndarray:
+    """(n,) RMS (px) of the residuals ``res`` (n, T) of :func:`.static.fit_static` over each
+    track's ``inliers`` (n, T); NaN where it has none."""
+    ni = inliers.sum(1)
+    return np.where(ni > 0, np.sqrt(np.where(inliers, res ** 2, 0).sum(1) / np.maximum(ni, 1)),
+                    np.nan)
 
 
 def static_track_test(c2w: np.ndarray, K: np.ndarray, sigma: float, static_points: np.ndarray,
@@ -231,16 +239,11 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
         sl = slice(s, min(N, s + chunk))
         vis = np.asarray(visible[sl]).astype(bool)
         xy = np.asarray(tracks_2d[sl], np.float64)
-        q = np.asarray(query[sl], np.float64).copy()
         g = np.asarray(group[sl]).astype(int)
         err = np.asarray(reproj_error[sl], np.float64)
         X3 = np.asarray(tracks_3d[sl], np.float64)
         xy_u = undistort_tracks(xy, vis, K, dist)
-        if dist is not None:
-            qt = np.clip(np.round(q[:, 0]).astype(int), 0, T - 1)
-            for t in np.unique(qt):
-                m = qt == t
-                q[m, 1:3] = undistort_points(q[m, 1:3], K[t], dist)
+        q = undistort_queries(query[sl], K, dist)
         Xs, inl, res = fit_static(xy_u, vis, q, c2w, K, (near, far), tau, mode, radius)
         fit_frac[sl] = inl.sum(1) / np.maximum(vis.sum(1), 1)
         st = static_accepted(Xs, inl, vis)
@@ -275,10 +278,7 @@ def refine_tracks(tracks_2d, visible, confidence, query, tracks_3d, group, repro
                                       conf).astype(np.float32)
         out_tracks_3d[sl] = X_new.astype(np.float32)
         out_group[sl] = np.where(st, -1, g).astype(np.int32)
-        ninl = inl.sum(1)
-        rms = np.where(ninl > 0, np.sqrt(np.where(inl, res ** 2, 0).sum(1) / np.maximum(ninl, 1)),
-                       np.nan)
-        out_reproj[sl] = np.where(st, rms, err).astype(np.float32)
+        out_reproj[sl] = np.where(st, inlier_rms(inl, res), err).astype(np.float32)
         budget.release(*ins, *outs)
 
     steps: dict[str, float] = {}        # wall seconds of each step, in order

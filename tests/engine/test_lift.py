@@ -452,3 +452,26 @@ def test_small_rigid_groups_are_dissolved_into_paths(dynamic):
     others[small] = False
     np.testing.assert_array_equal(o2[others], out3[others])
     np.testing.assert_array_equal(xy_out, tr)           # the tracker's 2D given back
+
+
+def test_queries_are_undistorted_as_their_tracks_are():
+    """A query ``[t, x, y]`` is its track's pixel at frame t: undistorted, it is the undistorted
+    track's pixel there (each frame with its own intrinsics); without distortion it is kept."""
+    from engine.lift.static import undistort_queries, undistort_tracks
+
+    rng = np.random.default_rng(3)
+    T, n = 5, 40
+    K = np.tile(np.array([[300.0, 0, 160], [0, 300.0, 120], [0, 0, 1]]), (T, 1, 1))
+    K[:, 0, 0] = K[:, 1, 1] = np.linspace(280, 340, T)             # a zoom
+    xy = rng.uniform(0, 320, (n, T, 2))
+    vis = np.ones((n, T), bool)
+    t = rng.integers(0, T, n)
+    q = np.c_[t, xy[np.arange(n), t]]
+    dist = (-0.2, 0.05, 0.0)
+    want = undistort_tracks(xy, vis, K, dist)[np.arange(n), t]
+    got = undistort_queries(q, K, dist)
+    np.testing.assert_array_equal(got[:, 0], t)
+    np.testing.assert_allclose(got[:, 1:], want, atol=1e-9)
+    assert np.abs(got[:, 1:] - q[:, 1:]).max() > 1.0                # it did undistort
+    for none in (None, (0.0, 0.0, 0.0)):
+        np.testing.assert_array_equal(undistort_queries(q, K, none), q)
