@@ -121,14 +121,23 @@ def background_accuracy(st: PanSettings, track_path: Path) -> dict[str, float]:
             "recall_visible": float(vis.sum() / max(1, gt_vis.sum()))}
 
 
-def run(st: PanSettings, out: Path, device: str, reason: str, timeout: float = 36000) -> dict:
+RUNS = {"dense": [], "stride4": ["--grid", "4"]}
+
+
+def run(st: PanSettings, out: Path, device: str, reason: str, timeout: float = 36000,
+        runs: tuple[str, ...] = ("dense", "stride4")) -> dict:
+    """Track the pan once per run in ``runs`` (names of :data:`RUNS`); ``<out>/gpu.json`` is
+    rewritten after each, so a run cut short still leaves the finished ones' numbers."""
     from engine.trackfile import load_trackfile
 
     from .metrics import run_measured
 
+    t0 = time.monotonic()
     clip = render(st, out / f"pan_{st.size[0]}x{st.size[1]}_{st.frames}")
-    res = {"settings": {**st.__dict__}, "device": device, "device_reason": reason, "runs": {}}
-    for name, extra in (("dense", []), ("stride4", ["--grid", "4"])):
+    res = {"settings": {**st.__dict__}, "device": device, "device_reason": reason,
+           "render_s": time.monotonic() - t0, "runs": {}}
+    for name in runs:
+        extra = RUNS[name]
         path = out / f"{name}.npz"
         path.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "engine", "track", str(clip / "frames"), "--out", str(path),
@@ -144,6 +153,7 @@ def run(st: PanSettings, out: Path, device: str, reason: str, timeout: float = 3
                      timings=d.metadata.get("timings"), **background_accuracy(st, path))
         res["runs"][name] = r
         path.unlink(missing_ok=True)      # GBs at full density; the numbers are what we keep
+        (out / "gpu.json").write_text(json.dumps(res, indent=1))
     return res
 
 
@@ -172,14 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None,
                     choices=("cuda", "torch-cuda", "cpu", "torch-cpu"),
                     help="force a backend (default: the fastest that works here)")
+    ap.add_argument("--runs", default="dense,stride4",
+                    help=f"comma-separated runs, in order, of: {', '.join(RUNS)}")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     w, h = (int(v) for v in a.size.lower().split("x"))
+    runs = tuple(r.strip() for r in a.runs.split(",") if r.strip())
+    if not runs or any(r not in RUNS for r in runs):
+        ap.error(f"--runs: choose from {', '.join(RUNS)}")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     device, reason = (a.device, "requested") if a.device else choose_device()
     t0 = time.monotonic()
-    res = run(PanSettings(frames=a.frames, size=(w, h), speed=1.3 * w / 128), out, device, reason)
+    res = run(PanSettings(frames=a.frames, size=(w, h), speed=1.3 * w / 128), out, device, reason,
+              runs=runs)
     res["total_s"] = time.monotonic() - t0
     (out / "gpu.json").write_text(json.dumps(res, indent=1))
     print(table(res))

@@ -53,8 +53,9 @@ def _grid(coords: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tenso
 def _pixel_grid(like: torch.Tensor) -> torch.Tensor:
     """(1,2,H,W) absolute pixel coordinates of every pixel of ``like``."""
     h, w = like.shape[-2], like.shape[-1]
-    ys = torch.arange(h, dtype=torch.float32).view(1, 1, -1, 1).expand(1, 1, h, w)
-    xs = torch.arange(w, dtype=torch.float32).view(1, 1, 1, -1).expand(1, 1, h, w)
+    dev = like.device          # the module's device (torch-cuda), not the CPU
+    ys = torch.arange(h, dtype=torch.float32, device=dev).view(1, 1, -1, 1).expand(1, 1, h, w)
+    xs = torch.arange(w, dtype=torch.float32, device=dev).view(1, 1, 1, -1).expand(1, 1, h, w)
     return torch.cat([xs, ys], dim=1)
 
 
@@ -126,7 +127,7 @@ class Match(nn.Module):
         # A tiny penalty on the shift length: ties (flat, textureless areas) keep the current
         # flow instead of jumping to the first shift in the volume.
         d2 = torch.tensor([float(dx * dx + dy * dy) for dy in range(-r, r + 1)
-                           for dx in range(-r, r + 1)]).view(1, k * k, 1, 1)
+                           for dx in range(-r, r + 1)], device=vol.device).view(1, k * k, 1, 1)
         vol = vol + 1e-4 * d2
         best, idx = torch.min(vol, dim=1, keepdim=True)
         ix = torch.remainder(idx, k)

@@ -128,10 +128,19 @@ def _carry(value: np.ndarray, weight: np.ndarray, disp: np.ndarray, where: np.nd
     todo = np.arange(m)
     offs = np.arange(-2, 3)
     inv2sd = 1.0 / (2.0 * cfg.carry_motion_sigma ** 2)
+    has_w = (weight != 0).astype(np.uint8)
     for s in cfg.carry_scales:
         if len(todo) == 0:
             break
-        yy0, xx0, dd = ys[todo], xs[todo], d0[:, todo]
+        # only points with a weighted sample at this scale can gather anything: a hidden point
+        # far from every visible one (most of a pan's points once they left the frame) skips
+        # the scale without evaluating its samples (clipped sampling = a replicated border)
+        near = _lattice_any(has_w, s)[ys[todo], xs[todo]]
+        sel = np.flatnonzero(near)
+        if len(sel) == 0:
+            continue
+        tsel = todo[sel]
+        yy0, xx0, dd = ys[tsel], xs[tsel], d0[:, tsel]
         vals, wts = [], []
         for oy in offs:
             yy = np.clip(yy0 + oy * s, 0, h - 1)
@@ -145,27 +154,37 @@ def _carry(value: np.ndarray, weight: np.ndarray, disp: np.ndarray, where: np.nd
                                  - (oy * oy + ox * ox) / 4.5)
                 v = value[:, yy, xx]
                 if prefer is not None:
-                    dp = v - prefer[:, todo]
+                    dp = v - prefer[:, tsel]
                     pw = np.exp(-(dp[0] ** 2 + dp[1] ** 2) * inv2sd)
                     wt = wt * np.where(np.isnan(pw), 1.0, 0.1 + pw)
                 if exclude is not None:
-                    de = v - exclude[:, todo]
+                    de = v - exclude[:, tsel]
                     excl = 1.0 - np.exp(-(de[0] ** 2 + de[1] ** 2) * inv2sd)
                     wt = wt * np.where(np.isnan(excl), 1.0, excl)
                 wts.append(wt)
                 vals.append(v)
-        if not wts:
-            continue
         wa = np.stack(wts, axis=1)                      # (m', S)
         den = wa.sum(axis=1)
         ok = den > cfg.carry_min_weight
         if ok.any():
-            va = np.stack(vals, axis=2)[:, ok]          # (2, m'', S)
-            out[:, todo[ok]] = _weighted_median(va, wa[ok])
-        todo = todo[~ok]
+            va = np.stack([v[:, ok] for v in vals], axis=2)   # (2, m'', S)
+            out[:, tsel[ok]] = _weighted_median(va, wa[ok])
+        done = np.zeros(len(todo), bool)
+        done[sel[ok]] = True
+        todo = todo[~done]
     if len(todo):
         out[:, todo] = ((value * weight).reshape(2, -1).sum(1) / wtot)[:, None]
     return out
+
+
+def _lattice_any(mask: np.ndarray, s: int) -> np.ndarray:
+    """(h, w) uint8: 1 where ``mask`` (uint8) is set at any of the 5x5 lattice points of spacing
+    ``s`` px around the pixel, positions clipped to the image (a dilation, replicated border)."""
+    import cv2
+
+    kern = np.zeros((4 * s + 1, 4 * s + 1), np.uint8)
+    kern[::s, ::s] = 1
+    return cv2.dilate(mask, kern, borderType=cv2.BORDER_REPLICATE)
 
 
 def _weighted_median(vals: np.ndarray, wts: np.ndarray) -> np.ndarray:

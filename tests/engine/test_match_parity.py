@@ -54,6 +54,18 @@ def test_torch_vs_onnxruntime(name):
             np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["features", "match", "score", "warp", "lk"])
+def test_torch_kernels_run_on_the_inputs_device(name):
+    """``--device torch-cuda`` moves the modules and inputs to the GPU: every tensor a kernel
+    makes must follow its inputs' device. The "meta" device stands in for CUDA here (a tensor
+    made on the CPU meets it and fails the same way; the first GPU run failed on that)."""
+    mod, args, _, _, _ = kernels_torch.kernels()[name]
+    with torch.no_grad():
+        out = mod.to("meta")(*[a.to("meta") for a in args])
+    for o in out if isinstance(out, (tuple, list)) else (out,):
+        assert o.device.type == "meta"
+
+
 def test_committed_graphs_match_fresh_export(tmp_path):
     export_all(tmp_path)
     fp16 = tuple(f"{n}_fp16" for n in kernels_torch.FP16_KERNELS)

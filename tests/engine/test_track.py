@@ -400,3 +400,60 @@ def test_torch_cuda_without_a_gpu_is_a_clear_error(clip_and_seq, tmp_path):
     with pytest.raises(RuntimeError, match="torch sees no CUDA device"):
         track_clip(pat, tmp_path / "x.npz", grid=16, device="torch-cuda", progress=Progress("quiet"))
     assert not (tmp_path / "x.npz").exists()
+
+
+def _carry_reference(value, weight, disp, where, cfg, prefer):
+    """The neighbour carry point by point, as its docstring defines it (slow; small grids)."""
+    h, w = weight.shape
+    inv2sd = 1.0 / (2.0 * cfg.carry_motion_sigma ** 2)
+    out = []
+    for i, (y, x) in enumerate(zip(*np.nonzero(where))):
+        for s in cfg.carry_scales:
+            vs, ws = [], []
+            for oy in range(-2, 3):
+                for ox in range(-2, 3):
+                    yy, xx = min(max(y + oy * s, 0), h - 1), min(max(x + ox * s, 0), w - 1)
+                    dm = disp[:, yy, xx] - disp[:, y, x]
+                    dp = value[:, yy, xx] - prefer[:, i]
+                    pw = np.exp(-(dp ** 2).sum() * inv2sd)
+                    ws.append(weight[yy, xx] * np.exp(-(dm ** 2).sum() * inv2sd
+                                                      - (oy * oy + ox * ox) / 4.5)
+                              * (1.0 if np.isnan(pw) else 0.1 + pw))
+                    vs.append(value[:, yy, xx])
+            ws, vs = np.array(ws), np.array(vs)
+            if ws.sum() > cfg.carry_min_weight:
+                med = []
+                for c in range(2):
+                    o = np.argsort(vs[:, c], kind="stable")
+                    k = np.searchsorted(np.cumsum(ws[o]), 0.5 * ws.sum())
+                    med.append(vs[o[k], c])
+                out.append(med)
+                break
+        else:
+            out.append((value * weight).reshape(2, -1).sum(1) / weight.sum())
+    return np.array(out, np.float32).T
+
+
+def test_neighbour_carry_skips_far_points_and_matches_its_definition():
+    """Hidden points carried by visible neighbours (engine.track.field._carry): points far from
+    every visible one (a pan's points that left the frame) skip the lattice search and take the
+    global mean; the others get the weighted median of their nearest scale with support."""
+    from engine.track.field import FieldSettings, _carry
+
+    rng = np.random.default_rng(3)
+    h, w = 40, 150
+    cfg = FieldSettings()
+    value = rng.normal(size=(2, h, w)).astype(np.float32)
+    disp = (rng.normal(size=(2, h, w)) * 2).astype(np.float32)
+    weight = np.zeros((h, w), np.float32)
+    weight[:, 120:] = rng.random((h, 30))              # visible only on the right
+    weight[rng.random((h, w)) < 0.003] = 0.7          # and a few scattered points
+    where = weight == 0
+    prefer = rng.normal(size=(2, int(where.sum()))).astype(np.float32)
+    prefer[:, ::4] = np.nan
+    got = _carry(value, weight, disp, where, cfg, prefer=prefer)
+    np.testing.assert_allclose(got, _carry_reference(value, weight, disp, where, cfg, prefer),
+                               atol=1e-5)
+    far = np.nonzero(where)[1] < 2                    # > 108 px from the visible band
+    glob = (value * weight).reshape(2, -1).sum(1) / weight.sum()
+    assert far.any() and (np.abs(got[:, far] - glob[:, None]) < 1e-5).mean() > 0.5
