@@ -40,6 +40,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..match.ops import resize_flow
+from ..parallel import loop_workers, ordered_map
 from .frames import FrameStore
 
 #: ``predict(t_from, t_to, xy)`` -> predicted positions in frame ``t_to`` for points at ``xy``
@@ -126,9 +127,9 @@ def _carry(value: np.ndarray, weight: np.ndarray, disp: np.ndarray, where: np.nd
         return out
     d0 = disp[:, ys, xs]
     todo = np.arange(m)
-    offs = np.arange(-2, 3)
-    inv2sd = 1.0 / (2.0 * cfg.carry_motion_sigma ** 2)
     has_w = (weight != 0).astype(np.uint8)
+    flat = (weight.ravel(), disp.reshape(2, -1), value.reshape(2, -1))
+    workers = loop_workers()
     for s in cfg.carry_scales:
         if len(todo) == 0:
             break
@@ -140,41 +141,80 @@ def _carry(value: np.ndarray, weight: np.ndarray, disp: np.ndarray, where: np.nd
         if len(sel) == 0:
             continue
         tsel = todo[sel]
-        yy0, xx0, dd = ys[tsel], xs[tsel], d0[:, tsel]
-        vals, wts = [], []
-        for oy in offs:
-            yy = np.clip(yy0 + oy * s, 0, h - 1)
-            for ox in offs:
-                xx = np.clip(xx0 + ox * s, 0, w - 1)
-                wt = weight[yy, xx]
-                if not wt.any():
-                    continue
-                dm = disp[:, yy, xx] - dd
-                wt = wt * np.exp(-(dm[0] ** 2 + dm[1] ** 2) * inv2sd
-                                 - (oy * oy + ox * ox) / 4.5)
-                v = value[:, yy, xx]
-                if prefer is not None:
-                    dp = v - prefer[:, tsel]
-                    pw = np.exp(-(dp[0] ** 2 + dp[1] ** 2) * inv2sd)
-                    wt = wt * np.where(np.isnan(pw), 1.0, 0.1 + pw)
-                if exclude is not None:
-                    de = v - exclude[:, tsel]
-                    excl = 1.0 - np.exp(-(de[0] ** 2 + de[1] ** 2) * inv2sd)
-                    wt = wt * np.where(np.isnan(excl), 1.0, excl)
-                wts.append(wt)
-                vals.append(v)
-        wa = np.stack(wts, axis=1)                      # (m', S)
-        den = wa.sum(axis=1)
-        ok = den > cfg.carry_min_weight
-        if ok.any():
-            va = np.stack([v[:, ok] for v in vals], axis=2)   # (2, m'', S)
-            out[:, tsel[ok]] = _weighted_median(va, wa[ok])
-        done = np.zeros(len(todo), bool)
-        done[sel[ok]] = True
-        todo = todo[~done]
+        cols = _lattice_columns(has_w, s, ys[tsel], xs[tsel])
+        chunks = [np.arange(i, min(i + CARRY_CHUNK, len(tsel)))
+                  for i in range(0, len(tsel), CARRY_CHUNK)]
+        items = ((tsel[c], ys[tsel[c]], xs[tsel[c]], d0[:, tsel[c]], s, cols, flat, (h, w), cfg,
+                  None if prefer is None else prefer[:, tsel[c]],
+                  None if exclude is None else exclude[:, tsel[c]]) for c in chunks)
+        done = np.zeros(m, bool)
+        for pts, ok, med in ordered_map(_carry_chunk, items, workers):
+            out[:, pts[ok]] = med
+            done[pts[ok]] = True
+        todo = todo[~done[todo]]
     if len(todo):
         out[:, todo] = ((value * weight).reshape(2, -1).sum(1) / wtot)[:, None]
     return out
+
+
+#: points per chunk of the neighbour carry (a thread's share; ~25 MB of temporaries)
+CARRY_CHUNK = 32768
+
+
+def _carry_chunk(pts: np.ndarray, ys: np.ndarray, xs: np.ndarray, dd: np.ndarray, s: int,
+                 cols: list[tuple[int, int]], flat: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 hw: tuple[int, int], cfg: "FieldSettings", prefer: np.ndarray | None,
+                 exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One chunk of :func:`_carry` at lattice spacing ``s``: (the chunk's point indices, which of
+    them have enough support, their weighted medians (2, k)). ``cols`` are the lattice offsets
+    that carry weight for some point of the whole scale (the same for every chunk, so each row's
+    sums do not depend on the chunking)."""
+    h, w = hw
+    weight, disp, value = flat
+    inv2sd = 1.0 / (2.0 * cfg.carry_motion_sigma ** 2)
+    vals, wts = [], []
+    for oy, ox in cols:
+        idx = np.clip(ys + oy * s, 0, h - 1) * w + np.clip(xs + ox * s, 0, w - 1)
+        wt = weight[idx]
+        dm = disp[:, idx] - dd
+        wt = wt * np.exp(-(dm[0] ** 2 + dm[1] ** 2) * inv2sd - (oy * oy + ox * ox) / 4.5)
+        v = value[:, idx]
+        if prefer is not None:
+            dp = v - prefer
+            pw = np.exp(-(dp[0] ** 2 + dp[1] ** 2) * inv2sd)
+            wt = wt * np.where(np.isnan(pw), 1.0, 0.1 + pw)
+        if exclude is not None:
+            de = v - exclude
+            excl = 1.0 - np.exp(-(de[0] ** 2 + de[1] ** 2) * inv2sd)
+            wt = wt * np.where(np.isnan(excl), 1.0, excl)
+        wts.append(wt)
+        vals.append(v)
+    wa = np.stack(wts, axis=1)                          # (k, S)
+    ok = wa.sum(axis=1) > cfg.carry_min_weight
+    if not ok.any():
+        return pts, ok, np.zeros((2, 0), np.float32)
+    va = np.stack([v[:, ok] for v in vals], axis=2)     # (2, k', S)
+    return pts, ok, _weighted_median(va, wa[ok])
+
+
+def _lattice_columns(has_w: np.ndarray, s: int, ys: np.ndarray, xs: np.ndarray
+                     ) -> list[tuple[int, int]]:
+    """The 5x5 lattice offsets (oy, ox) of spacing ``s`` at which ``has_w`` (uint8) is set for at
+    least one of the points (ys, xs), positions clipped to the image; by shifting the padded mask
+    over the whole grid (cheaper than gathering at every point)."""
+    import cv2
+
+    h, w = has_w.shape
+    mark = np.zeros((h, w), np.uint8)
+    mark[ys, xs] = 1
+    pad = cv2.copyMakeBorder(has_w, 2 * s, 2 * s, 2 * s, 2 * s, cv2.BORDER_REPLICATE)
+    cols = []
+    for oy in range(-2, 3):
+        for ox in range(-2, 3):
+            y0, x0 = (2 + oy) * s, (2 + ox) * s
+            if np.bitwise_and(pad[y0:y0 + h, x0:x0 + w], mark).any():
+                cols.append((oy, ox))
+    return cols
 
 
 def _lattice_any(mask: np.ndarray, s: int) -> np.ndarray:
