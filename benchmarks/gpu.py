@@ -1,17 +1,20 @@
 """GPU measurement (issue 4): 1920×1080 × 200 frames, every pixel and stride 4, with GPU memory.
 
     python -m benchmarks.gpu --out bench_out/gpu [--size 1920x1080] [--frames 200] [--device D]
+                             [--runs dense,stride4,dense640]
 
 Renders the long-clip pan of :mod:`benchmarks.longclip` at that size (exact ground truth,
 cached), chooses the backend -- onnxruntime's CUDA provider when the installed onnxruntime has a
 working one (``--device cuda``), else the kernels' torch source on CUDA (``--device torch-cuda``;
 the GPU machine's onnxruntime may lack CUDA and onnxruntime-gpu cannot be carried there), else
 the CPU -- and says which, then runs ``engine track --max-side 0`` on every pixel of frame 0
-(dense mode: new tracks where surface appears) and on a stride-4 grid. For each run: wall time,
+(dense mode: new tracks where surface appears), on a stride-4 grid and, with ``--runs
+dense640``, on every pixel at the default 640-px working resolution. For each run: wall time,
 the child's peak RSS, peak GPU memory (``nvidia-smi`` polled every 0.2 s, above the idle level),
 throughput in tracked point-frames per second, and the accuracy of the frame-0 background tracks
 against the exact pan (median error and fraction within 1 px over visible frames). Results go to
-``<out>/gpu.json`` and a markdown table on stdout. ``--device`` forces a backend.
+``<out>/gpu.json`` (rewritten after each run) and a markdown table on stdout. ``--device`` forces
+a backend.
 """
 from __future__ import annotations
 
@@ -121,7 +124,10 @@ def background_accuracy(st: PanSettings, track_path: Path) -> dict[str, float]:
             "recall_visible": float(vis.sum() / max(1, gt_vis.sum()))}
 
 
-RUNS = {"dense": [], "stride4": ["--grid", "4"]}
+#: run name -> extra ``engine track`` arguments (after ``--max-side 0``: every input pixel is a
+#: working pixel). ``dense640``: every pixel at the default working resolution (640 px wide),
+#: what a user's dense run on such footage tracks.
+RUNS = {"dense": [], "stride4": ["--grid", "4"], "dense640": ["--max-side", "640"]}
 
 
 def run(st: PanSettings, out: Path, device: str, reason: str, timeout: float = 36000,

@@ -24,3 +24,12 @@ def test_runner_measures_dense_and_stride4(tmp_path):
         if shutil.which("nvidia-smi") is None:
             assert r["gpu_mem_mb"] is None
     assert not (tmp_path / "dense.npz").exists()      # the big files are not kept
+
+
+def test_runs_are_chosen_and_bad_names_refused(tmp_path):
+    assert main(["--size", "64x48", "--frames", "8", "--runs", "stride4", "--out",
+                 str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "gpu.json").read_text())
+    assert list(res["runs"]) == ["stride4"] and res["render_s"] >= 0
+    with pytest.raises(SystemExit):
+        main(["--size", "64x48", "--frames", "8", "--runs", "dense,nope", "--out", str(tmp_path)])
