@@ -258,6 +258,7 @@ def propagate(store: FrameStore, tq: int, direction: int, settings: FieldSetting
     vis = np.ones((h, w), bool)
     conf = np.ones((h, w), np.float32)
     last_app = [q.copy() for q in qpyr]          # last seen appearance, per level
+    q_part = [cfg.template_mix * q for q in qpyr]  # the template's query-frame share (constant)
     last_step = np.full((2, h, w), np.nan, np.float32)  # last visible step motion, per point
     q_gray = store.gray(tq)
     last_gray = q_gray.copy()                     # last seen intensity, for the LK polish
@@ -291,7 +292,11 @@ def propagate(store: FrameStore, tq: int, direction: int, settings: FieldSetting
 
         # 3. direct re-anchoring against query + last-seen appearance
         tpyr = store.pyramid(t2)
-        tmpl = [cfg.template_mix * q + (1 - cfg.template_mix) * a for q, a in zip(qpyr, last_app)]
+        tmpl = []
+        for qp, a in zip(q_part, last_app):
+            tl = (1 - cfg.template_mix) * a
+            tl += qp
+            tmpl.append(tl)
         refined, _, _ = k.flow(tmpl, tpyr[:lv], init=pred - X, first_level=lv - 1,
                                final_iters=cfg.final_iters)
         cand = [pred - X, refined]
@@ -378,10 +383,10 @@ def propagate(store: FrameStore, tq: int, direction: int, settings: FieldSetting
         # appearance memory: update where visible (at every template level)
         for lvl, app in enumerate(_levels_at(k, tpyr, new_pos, X, grids, lv)):
             m = new_vis if lvl == 0 else _resize_mask(new_vis, qpyr[lvl].shape[1:])
-            last_app[lvl] = np.where(m[None], app, last_app[lvl])
+            np.copyto(last_app[lvl], app, where=m[None])
         g, _ = k.warp(t2_gray[None], new_pos)
-        last_gray = np.where(new_vis, g[0], last_gray)
-        last_step = np.where(vis[None] & new_vis[None], new_pos - pos, last_step)
+        np.copyto(last_gray, g[0], where=new_vis)
+        np.copyto(last_step, new_pos - pos, where=vis[None] & new_vis[None])
         pos, vis, t = new_pos.astype(np.float32), new_vis, t2
         yield FieldState(t, pos, vis, conf, {"cq": cq, "ca": ca, "fb_ok": fb_ok, "use_ref": use_ref,
                                               "chained": chained, "pred": pred,
