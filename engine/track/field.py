@@ -136,12 +136,11 @@ def _carry(value: np.ndarray, weight: np.ndarray, disp: np.ndarray, where: np.nd
         # only points with a weighted sample at this scale can gather anything: a hidden point
         # far from every visible one (most of a pan's points once they left the frame) skips
         # the scale without evaluating its samples (clipped sampling = a replicated border)
-        near = _lattice_any(has_w, s)[ys[todo], xs[todo]]
+        near, cols = _lattice_support(has_w, s, ys[todo], xs[todo])
         sel = np.flatnonzero(near)
         if len(sel) == 0:
             continue
         tsel = todo[sel]
-        cols = _lattice_columns(has_w, s, ys[tsel], xs[tsel])
         chunks = [np.arange(i, min(i + CARRY_CHUNK, len(tsel)))
                   for i in range(0, len(tsel), CARRY_CHUNK)]
         items = ((tsel[c], ys[tsel[c]], xs[tsel[c]], d0[:, tsel[c]], s, cols, flat, (h, w), cfg,
@@ -197,34 +196,28 @@ def _carry_chunk(pts: np.ndarray, ys: np.ndarray, xs: np.ndarray, dd: np.ndarray
     return pts, ok, _weighted_median(va, wa[ok])
 
 
-def _lattice_columns(has_w: np.ndarray, s: int, ys: np.ndarray, xs: np.ndarray
-                     ) -> list[tuple[int, int]]:
-    """The 5x5 lattice offsets (oy, ox) of spacing ``s`` at which ``has_w`` (uint8) is set for at
-    least one of the points (ys, xs), positions clipped to the image; by shifting the padded mask
-    over the whole grid (cheaper than gathering at every point)."""
+def _lattice_support(has_w: np.ndarray, s: int, ys: np.ndarray, xs: np.ndarray
+                     ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Where the points (ys, xs) find ``has_w`` (uint8) set on their 5x5 lattice of spacing ``s``
+    px (positions clipped to the image): (near (m,) bool, any lattice point set; the offsets
+    (oy, ox) set for at least one point). By shifting the padded mask over the whole grid, which
+    is cheaper than gathering at every point."""
     import cv2
 
     h, w = has_w.shape
     mark = np.zeros((h, w), np.uint8)
     mark[ys, xs] = 1
     pad = cv2.copyMakeBorder(has_w, 2 * s, 2 * s, 2 * s, 2 * s, cv2.BORDER_REPLICATE)
+    near = np.zeros((h, w), np.uint8)
     cols = []
     for oy in range(-2, 3):
         for ox in range(-2, 3):
             y0, x0 = (2 + oy) * s, (2 + ox) * s
-            if np.bitwise_and(pad[y0:y0 + h, x0:x0 + w], mark).any():
+            shifted = pad[y0:y0 + h, x0:x0 + w]
+            np.bitwise_or(near, shifted, out=near)
+            if np.bitwise_and(shifted, mark).any():
                 cols.append((oy, ox))
-    return cols
-
-
-def _lattice_any(mask: np.ndarray, s: int) -> np.ndarray:
-    """(h, w) uint8: 1 where ``mask`` (uint8) is set at any of the 5x5 lattice points of spacing
-    ``s`` px around the pixel, positions clipped to the image (a dilation, replicated border)."""
-    import cv2
-
-    kern = np.zeros((4 * s + 1, 4 * s + 1), np.uint8)
-    kern[::s, ::s] = 1
-    return cv2.dilate(mask, kern, borderType=cv2.BORDER_REPLICATE)
+    return near[ys, xs] > 0, cols
 
 
 def _weighted_median(vals: np.ndarray, wts: np.ndarray) -> np.ndarray:
