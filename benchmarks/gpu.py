@@ -128,10 +128,11 @@ def background_accuracy(st: PanSettings, track_path: Path) -> dict[str, float]:
 #: working pixel). ``dense640``: every pixel at the default working resolution (640 px wide),
 #: what a user's dense run on such footage tracks.
 RUNS = {"dense": [], "stride4": ["--grid", "4"], "dense640": ["--max-side", "640"]}
+DEFAULT_RUNS = ("dense", "stride4")
 
 
 def run(st: PanSettings, out: Path, device: str, reason: str, timeout: float = 36000,
-        runs: tuple[str, ...] = ("dense", "stride4")) -> dict:
+        runs: tuple[str, ...] = DEFAULT_RUNS) -> dict:
     """Track the pan once per run in ``runs`` (names of :data:`RUNS`); ``<out>/gpu.json`` is
     rewritten after each, so a run cut short still leaves the finished ones' numbers."""
     from engine.trackfile import load_trackfile
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None,
                     choices=("cuda", "torch-cuda", "cpu", "torch-cpu"),
                     help="force a backend (default: the fastest that works here)")
-    ap.add_argument("--runs", default="dense,stride4",
+    ap.add_argument("--runs", default=",".join(DEFAULT_RUNS),
                     help=f"comma-separated runs, in order, of: {', '.join(RUNS)}")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)

@@ -128,7 +128,39 @@ def _carry(value: np.ndarray, weight: np.ndarray, disp: np.ndarray, where: np.nd
     d0 = disp[:, ys, xs]
     todo = np.arange(m)
     has_w = (weight != 0).astype(np.uint8)
-    flat = (weight.ravel(), disp.reshape(2, -1), value.reshape(2, -1))
+    w_flat, disp_flat, val_flat = weight.ravel(), disp.reshape(2, -1), value.reshape(2, -1)
+    inv2sd = 1.0 / (2.0 * cfg.carry_motion_sigma ** 2)
+
+    def gather(pts: np.ndarray, s: int, cols: list[tuple[int, int]]):
+        """The points ``pts`` (indices into ys/xs) at lattice spacing ``s``: (pts, which of
+        them have enough support, their weighted medians (2, k)). ``cols`` are the offsets
+        that carry weight for some point of the whole scale, the same for every chunk, so each
+        row's sums do not depend on the chunking."""
+        y0, x0, dd = ys[pts], xs[pts], d0[:, pts]
+        vals, wts = [], []
+        for oy, ox in cols:
+            idx = np.clip(y0 + oy * s, 0, h - 1) * w + np.clip(x0 + ox * s, 0, w - 1)
+            wt = w_flat[idx]
+            dm = disp_flat[:, idx] - dd
+            wt = wt * np.exp(-(dm[0] ** 2 + dm[1] ** 2) * inv2sd - (oy * oy + ox * ox) / 4.5)
+            v = val_flat[:, idx]
+            if prefer is not None:
+                dp = v - prefer[:, pts]
+                pw = np.exp(-(dp[0] ** 2 + dp[1] ** 2) * inv2sd)
+                wt = wt * np.where(np.isnan(pw), 1.0, 0.1 + pw)
+            if exclude is not None:
+                de = v - exclude[:, pts]
+                excl = 1.0 - np.exp(-(de[0] ** 2 + de[1] ** 2) * inv2sd)
+                wt = wt * np.where(np.isnan(excl), 1.0, excl)
+            wts.append(wt)
+            vals.append(v)
+        wa = np.stack(wts, axis=1)                      # (k, S)
+        ok = wa.sum(axis=1) > cfg.carry_min_weight
+        if not ok.any():
+            return pts, ok, np.zeros((2, 0), np.float32)
+        va = np.stack([v[:, ok] for v in vals], axis=2)     # (2, k', S)
+        return pts, ok, _weighted_median(va, wa[ok])
+
     workers = loop_workers()
     for s in cfg.carry_scales:
         if len(todo) == 0:
@@ -137,17 +169,12 @@ def _carry(value: np.ndarray, weight: np.ndarray, disp: np.ndarray, where: np.nd
         # far from every visible one (most of a pan's points once they left the frame) skips
         # the scale without evaluating its samples (clipped sampling = a replicated border)
         near, cols = _lattice_support(has_w, s, ys[todo], xs[todo])
-        sel = np.flatnonzero(near)
-        if len(sel) == 0:
+        tsel = todo[near]
+        if len(tsel) == 0:
             continue
-        tsel = todo[sel]
-        chunks = [np.arange(i, min(i + CARRY_CHUNK, len(tsel)))
-                  for i in range(0, len(tsel), CARRY_CHUNK)]
-        items = ((tsel[c], ys[tsel[c]], xs[tsel[c]], d0[:, tsel[c]], s, cols, flat, (h, w), cfg,
-                  None if prefer is None else prefer[:, tsel[c]],
-                  None if exclude is None else exclude[:, tsel[c]]) for c in chunks)
+        items = ((tsel[i:i + CARRY_CHUNK], s, cols) for i in range(0, len(tsel), CARRY_CHUNK))
         done = np.zeros(m, bool)
-        for pts, ok, med in ordered_map(_carry_chunk, items, workers):
+        for pts, ok, med in ordered_map(gather, items, workers):
             out[:, pts[ok]] = med
             done[pts[ok]] = True
         todo = todo[~done[todo]]
@@ -158,42 +185,6 @@ def _carry(value: np.ndarray, weight: np.ndarray, disp: np.ndarray, where: np.nd
 
 #: points per chunk of the neighbour carry (a thread's share; ~25 MB of temporaries)
 CARRY_CHUNK = 32768
-
-
-def _carry_chunk(pts: np.ndarray, ys: np.ndarray, xs: np.ndarray, dd: np.ndarray, s: int,
-                 cols: list[tuple[int, int]], flat: tuple[np.ndarray, np.ndarray, np.ndarray],
-                 hw: tuple[int, int], cfg: "FieldSettings", prefer: np.ndarray | None,
-                 exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One chunk of :func:`_carry` at lattice spacing ``s``: (the chunk's point indices, which of
-    them have enough support, their weighted medians (2, k)). ``cols`` are the lattice offsets
-    that carry weight for some point of the whole scale (the same for every chunk, so each row's
-    sums do not depend on the chunking)."""
-    h, w = hw
-    weight, disp, value = flat
-    inv2sd = 1.0 / (2.0 * cfg.carry_motion_sigma ** 2)
-    vals, wts = [], []
-    for oy, ox in cols:
-        idx = np.clip(ys + oy * s, 0, h - 1) * w + np.clip(xs + ox * s, 0, w - 1)
-        wt = weight[idx]
-        dm = disp[:, idx] - dd
-        wt = wt * np.exp(-(dm[0] ** 2 + dm[1] ** 2) * inv2sd - (oy * oy + ox * ox) / 4.5)
-        v = value[:, idx]
-        if prefer is not None:
-            dp = v - prefer
-            pw = np.exp(-(dp[0] ** 2 + dp[1] ** 2) * inv2sd)
-            wt = wt * np.where(np.isnan(pw), 1.0, 0.1 + pw)
-        if exclude is not None:
-            de = v - exclude
-            excl = 1.0 - np.exp(-(de[0] ** 2 + de[1] ** 2) * inv2sd)
-            wt = wt * np.where(np.isnan(excl), 1.0, excl)
-        wts.append(wt)
-        vals.append(v)
-    wa = np.stack(wts, axis=1)                          # (k, S)
-    ok = wa.sum(axis=1) > cfg.carry_min_weight
-    if not ok.any():
-        return pts, ok, np.zeros((2, 0), np.float32)
-    va = np.stack([v[:, ok] for v in vals], axis=2)     # (2, k', S)
-    return pts, ok, _weighted_median(va, wa[ok])
 
 
 def _lattice_support(has_w: np.ndarray, s: int, ys: np.ndarray, xs: np.ndarray
@@ -285,11 +276,7 @@ def propagate(store: FrameStore, tq: int, direction: int, settings: FieldSetting
 
         # 3. direct re-anchoring against query + last-seen appearance
         tpyr = store.pyramid(t2)
-        tmpl = []
-        for qp, a in zip(q_part, last_app):
-            tl = (1 - cfg.template_mix) * a
-            tl += qp
-            tmpl.append(tl)
+        tmpl = [qp + (1 - cfg.template_mix) * a for qp, a in zip(q_part, last_app)]
         refined, _, _ = k.flow(tmpl, tpyr[:lv], init=pred - X, first_level=lv - 1,
                                final_iters=cfg.final_iters)
         cand = [pred - X, refined]
