@@ -59,6 +59,34 @@ def query_rays(query: np.ndarray, c2w: np.ndarray, K: np.ndarray
     return c2w[qt, :3, 3].astype(np.float64), rays
 
 
+def ray_line_distances(xy_u: np.ndarray, query: np.ndarray, c2w: np.ndarray, K: np.ndarray
+                       ) -> np.ndarray:
+    """(n, T) px distance of each observation ``xy_u`` (n, T, 2) (undistorted px, NaN where
+    not seen) to the image line of its track's query ray (:func:`query_rays` of ``query``
+    (n, 3) ``[t, x, y]``) in every camera: no point of the ray projects nearer, so a static fit
+    on that ray (:func:`fit_static`, before its polish) has no inlier frame where this
+    distance is ``tau`` or more. 0 in the query frame and wherever the line is undefined (the
+    ray through that camera's centre); NaN where the observation is."""
+    n, T = len(query), len(c2w)
+    C, rays = query_rays(query, c2w, K)
+    R = np.asarray(c2w[:, :3, :3], np.float64)
+    a = to_cameras(C, c2w)                                          # ray origin, (n, T, 3)
+    b = (rays @ R.transpose(1, 0, 2).reshape(3, 3 * T)).reshape(n, T, 3)  # its direction
+    a = np.einsum("tij,ntj->nti", K, a)
+    b = np.einsum("tij,ntj->nti", K, b)
+    line = np.cross(a, b)                                           # homogeneous image line
+    norm = np.hypot(line[..., 0], line[..., 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.abs(line[..., 0] * xy_u[..., 0] + line[..., 1] * xy_u[..., 1] + line[..., 2]) \
+            / norm
+    degenerate = norm <= 1e-9 * np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    qt = np.clip(np.round(query[:, 0]).astype(int), 0, T - 1)
+    degenerate[np.arange(n), qt] = True
+    d[degenerate] = 0.0
+    d[np.isnan(xy_u).any(-1)] = np.nan
+    return d
+
+
 def ray_depths(depth_range: tuple[float, float], mode: str = "general", radius: float = 100.0,
                n_depths: int = 48) -> np.ndarray:
     """Candidate depths (D,) along a query ray: log-spaced over ``depth_range``; one,
