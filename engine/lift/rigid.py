@@ -222,9 +222,9 @@ def fit_to_groups_robust(xy_u: np.ndarray, vis: np.ndarray, query_u: np.ndarray,
     rays, world units (distances are the same in a group's frame). A group's fit must keep
     ``GROUP_MIN_INLIER_FRACTION`` of the visible frames and more than the track's static fit;
     only tracks with that many frames near their ray's image line (``RAY_LINE_MARGIN``) are
-    fitted, to the static scene and to the group. Returns (label (n,) the group whose fit keeps the most inlier frames, -1 where none is
-    accepted; object points (n, 3) in the group's scaled frame; RMS (n,) px over the inlier
-    frames)."""
+    fitted, to the static scene and to the group. Returns (label (n,) the group whose fit
+    keeps the most inlier frames, -1 where none is accepted; object points (n, 3) in the
+    group's scaled frame; RMS (n,) px over the inlier frames)."""
     from ..refine.static import fit_static, ray_line_distances
     from ..refine.tracks import inlier_rms, static_accepted, tau_px
 
