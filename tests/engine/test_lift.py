@@ -369,6 +369,53 @@ def test_robust_group_fit_keeps_box_tracks_through_their_outlier_frames(dynamic)
     assert added[~st].mean() <= 0.1
 
 
+def test_robust_group_fit_skips_tracks_off_the_ray_line_with_the_same_result(dynamic,
+                                                                             monkeypatch):
+    """The robust group fit only fits tracks with enough observations near their query ray's
+    image line through the group's motion (``RAY_LINE_MARGIN``): on box, background, jumping
+    and drifting tracks it gives what fitting every track gives, and fits far fewer."""
+    import engine.lift.rigid as rigid
+    import engine.refine.static as static
+
+    sc, _ = dynamic
+    N, T = sc["visible"].shape
+    vis = sc["visible"]
+    static_pts = sc["tracks_3d"][sc["group"] < 0, 0]
+    lifter = Lifter(sc["c2w"], sc["K"], None, "general", 0.3, static_pts, SIZE, 100.0)
+    tr = np.nan_to_num(sc["tracks_2d"]).astype(np.float32)
+    lifter(tr, vis, np.full((N, T, 3), np.nan, np.float32), np.full(N, -1, np.int32),
+           np.full(N, np.nan, np.float32), paths=False, assign=False)
+    first = np.argmax(vis, 1)
+    query = np.c_[first, tr[np.arange(N), first]]
+    bad = tr.copy()
+    rng = np.random.default_rng(4)
+    jump = rng.random(N) < 0.3                       # jumps in a few frames after the query
+    for i in np.flatnonzero(jump):
+        bad[i, np.flatnonzero(vis[i])[-4:]] += np.array([12.0, -9.0], np.float32)
+    drift = rng.random(N) < 0.2                      # drift all along
+    bad[drift] += (np.linspace(0, 1, T)[:, None] * np.array([25.0, 10.0]))[None].astype(
+        np.float32)
+    rows = np.arange(N)
+    fitted = []
+    real_fit = static.fit_static
+
+    def counting_fit(xy_u, *args, **kw):
+        fitted.append(len(xy_u))
+        return real_fit(xy_u, *args, **kw)
+
+    monkeypatch.setattr(static, "fit_static", counting_fit)
+    g, X, e = lifter.assign(bad, vis, rows, query=query)
+    n_filtered = sum(fitted)
+    fitted.clear()
+    monkeypatch.setattr(rigid, "RAY_LINE_MARGIN", np.inf)
+    g_all, X_all, e_all = lifter.assign(bad, vis, rows, query=query)
+    n_all = sum(fitted)
+    assert np.array_equal(g, g_all)
+    assert np.array_equal(X, X_all, equal_nan=True) and np.array_equal(e, e_all, equal_nan=True)
+    assert (g == 0).sum() > 50                       # the box's tracks still follow it
+    assert n_filtered < 0.6 * n_all
+
+
 def test_dense_input_needs_a_share_of_the_tracks_for_a_group():
     """A group must end with MIN_GROUP_TRACKS tracks, and on dense input MIN_GROUP_FRACTION of
     all tracks: of 100,000 tracks a group of 25 is dissolved, of 1,000 it is kept."""
