@@ -324,13 +324,10 @@ def test_dense_group_search_samples_short_moving_tracks_not_the_longest():
     np.testing.assert_array_equal(again, first)     # seeded
 
 
-def test_robust_group_fit_keeps_box_tracks_through_their_outlier_frames(dynamic):
-    """The refinement fits moving tracks to the rigid groups as it fits static points: in the
-    group's frame, with a track's outlier frames dropped. Box tracks that jumped 15 px in 4 of
-    their frames fail the all-frames fit and are kept by the robust one, with the object point
-    and error of their clean frames; static tracks and tracks that drift all along fit no
-    group."""
-    sc, _ = dynamic
+def _lifter_with_group_fits_left(sc):
+    """A lift of the scene (true cameras) that leaves its moving tracks unfitted to its rigid
+    groups, as the refinement runs it: (lifter, float32 tracks, visibility, queries
+    ``[t, x, y]`` at each track's first visible frame)."""
     N, T = sc["visible"].shape
     vis = sc["visible"]
     static_pts = sc["tracks_3d"][sc["group"] < 0, 0]
@@ -338,9 +335,20 @@ def test_robust_group_fit_keeps_box_tracks_through_their_outlier_frames(dynamic)
     tr = np.nan_to_num(sc["tracks_2d"]).astype(np.float32)
     lifter(tr, vis, np.full((N, T, 3), np.nan, np.float32), np.full(N, -1, np.int32),
            np.full(N, np.nan, np.float32), paths=False, assign=False)
-    assert len(lifter.groups) == 1
     first = np.argmax(vis, 1)
-    query = np.c_[first, tr[np.arange(N), first]]
+    return lifter, tr, vis, np.c_[first, tr[np.arange(N), first]]
+
+
+def test_robust_group_fit_keeps_box_tracks_through_their_outlier_frames(dynamic):
+    """The refinement fits moving tracks to the rigid groups as it fits static points: in the
+    group's frame, with a track's outlier frames dropped. Box tracks that jumped 15 px in 4 of
+    their frames fail the all-frames fit and are kept by the robust one, with the object point
+    and error of their clean frames; static tracks and tracks that drift all along fit no
+    group."""
+    sc, _ = dynamic
+    lifter, tr, vis, query = _lifter_with_group_fits_left(sc)
+    N, T = vis.shape
+    assert len(lifter.groups) == 1
     clean = ~np.isin(np.arange(N), sc["outliers"]) & (vis.sum(1) >= 12)
     box = np.flatnonzero((sc["group"] == 0) & clean)[:60]
     bg = np.flatnonzero((sc["group"] < 0) & clean)[:60]
@@ -378,15 +386,8 @@ def test_robust_group_fit_skips_tracks_off_the_ray_line_with_the_same_result(dyn
     import engine.refine.static as static
 
     sc, _ = dynamic
-    N, T = sc["visible"].shape
-    vis = sc["visible"]
-    static_pts = sc["tracks_3d"][sc["group"] < 0, 0]
-    lifter = Lifter(sc["c2w"], sc["K"], None, "general", 0.3, static_pts, SIZE, 100.0)
-    tr = np.nan_to_num(sc["tracks_2d"]).astype(np.float32)
-    lifter(tr, vis, np.full((N, T, 3), np.nan, np.float32), np.full(N, -1, np.int32),
-           np.full(N, np.nan, np.float32), paths=False, assign=False)
-    first = np.argmax(vis, 1)
-    query = np.c_[first, tr[np.arange(N), first]]
+    lifter, tr, vis, query = _lifter_with_group_fits_left(sc)
+    N, T = vis.shape
     bad = tr.copy()
     rng = np.random.default_rng(4)
     jump = rng.random(N) < 0.3                       # jumps in a few frames after the query
