@@ -292,10 +292,9 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
             break
         spare = res.outputs             # the old best's scratch is free for the next candidate
         best, res = cand, res_n
-        skip = resolve_skipped(rep_n) if r_i < max_rounds else None
+        skip = resolve_skipped(rep_n, f"round {r_i}'s solve") if r_i < max_rounds else None
         if skip is not None:            # now pinned: a further re-solve finds these cameras
-            rounds.append({"round": r_i + 1, "accepted": False, "skipped": skip.replace(
-                "the first solve", f"round {r_i}'s solve")})
+            rounds.append({"round": r_i + 1, "accepted": False, "skipped": skip})
             break
     # a rejected candidate's arrays are freed before the final pass
     spare = cand = res_n = o3 = og = orr = sample = None
@@ -318,15 +317,15 @@ def refine_solution(data, out, c2w: np.ndarray, K: np.ndarray, report: dict, foo
     return best["c2w"], best["K"], report
 
 
-def resolve_skipped(report: dict) -> str | None:
-    """Why the refinement does not solve again after the first solve ``report``, or None
-    when it does (``RESOLVE_SKIP_SIGMA``: a self-calibrated single focal pinned that well; a
-    known focal, a zoom or an unpinned focal is solved again)."""
+def resolve_skipped(report: dict, solve: str = "the first solve") -> str | None:
+    """Why the refinement does not solve again after the solve ``report`` (named ``solve`` in
+    the reason), or None when it does (``RESOLVE_SKIP_SIGMA``: a self-calibrated single focal
+    pinned that well; a known focal, a zoom or an unpinned focal is solved again)."""
     sig = report.get("focal_sigma_rel")
     if report.get("focal_given") or report.get("zoom") or sig is None \
             or not np.isfinite(sig) or sig >= RESOLVE_SKIP_SIGMA:
         return None
-    return (f"no re-solve: the first solve pinned the focal within {100 * sig:.2f} % (1 sigma, "
+    return (f"no re-solve: {solve} pinned the focal within {100 * sig:.2f} % (1 sigma, "
             f"below {100 * RESOLVE_SKIP_SIGMA:g} %); the cleaned tracks would give the same "
             "cameras")
 

@@ -69,9 +69,10 @@ def ray_line_distances(xy_u: np.ndarray, query: np.ndarray, c2w: np.ndarray, K: 
     ray through that camera's centre); NaN where the observation is."""
     n, T = len(query), len(c2w)
     C, rays = query_rays(query, c2w, K)
-    R = np.asarray(c2w[:, :3, :3], np.float64)
+    rot = np.array(c2w, np.float64)
+    rot[:, :3, 3] = 0
     a = to_cameras(C, c2w)                                          # ray origin, (n, T, 3)
-    b = (rays @ R.transpose(1, 0, 2).reshape(3, 3 * T)).reshape(n, T, 3)  # its direction
+    b = to_cameras(rays, rot)                                       # its direction
     a = np.einsum("tij,ntj->nti", K, a)
     b = np.einsum("tij,ntj->nti", K, b)
     line = np.cross(a, b)                                           # homogeneous image line
